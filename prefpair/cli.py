@@ -1,0 +1,118 @@
+"""The ``prefpair`` command: one subcommand per concern, each registered by its own package.
+
+Each command module exposes ``register(subparsers)`` which adds its parser and sets
+``func(args, settings) -> int``. Errors that prefpair raises on purpose end as one line on
+stderr and exit code 2; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from prefpair import __version__
+from prefpair.config import Settings, parse_kafka_options
+from prefpair.errors import PrefpairError
+
+# Modules that contribute subcommands, in the order --help lists them.
+COMMAND_MODULES = (
+    "prefpair.broker.cli",
+    "prefpair.topics",
+    "prefpair.consumers.cli",
+    "prefpair.compile.cli",
+    "prefpair.service.cli",
+    "prefpair.report.cli",
+    "prefpair.demo",
+)
+
+SETTINGS_FLAGS = (
+    "bootstrap_servers",
+    "home",
+    "inference_topic",
+    "feedback_topic",
+    "dead_letter_topic",
+    "schema_registry_url",
+)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by every command; each overrides its PREFPAIR_* variable."""
+    group = parser.add_argument_group("connection and storage (flags > PREFPAIR_* environment > defaults)")
+    group.add_argument("--bootstrap-servers", help="Kafka bootstrap servers [PREFPAIR_BOOTSTRAP_SERVERS]")
+    group.add_argument("--home", help="data directory: local broker, log, datasets [PREFPAIR_HOME, .prefpair]")
+    group.add_argument("--inference-topic", help="[PREFPAIR_INFERENCE_TOPIC, prefpair.inference]")
+    group.add_argument("--feedback-topic", help="[PREFPAIR_FEEDBACK_TOPIC, prefpair.feedback]")
+    group.add_argument("--dead-letter-topic", help="[PREFPAIR_DEAD_LETTER_TOPIC, prefpair.dead-letters]")
+    group.add_argument("--schema-registry-url", help="use Schema Registry framing [PREFPAIR_SCHEMA_REGISTRY_URL]")
+    group.add_argument(
+        "--kafka-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="librdkafka option passed through unchanged; repeatable [PREFPAIR_KAFKA_<KEY>]",
+    )
+    group.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING [PREFPAIR_LOG_LEVEL]")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    flags: dict[str, Any] = {name: getattr(args, name, None) for name in SETTINGS_FLAGS}
+    flags["kafka"] = parse_kafka_options(getattr(args, "kafka_option", None))
+    for name in ("partitions", "replication_factor", "retention_ms"):
+        if getattr(args, name, None) is not None:
+            flags[name] = getattr(args, name)
+    return Settings.load(flags)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prefpair",
+        description="Turn production LLM traffic into preference datasets, on Kafka.",
+        epilog="Run `prefpair demo` to see the whole pipeline on a local broker.",
+    )
+    parser.add_argument("--version", action="version", version=f"prefpair {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # TODO(lead): remove once every command module exists
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(subparsers)
+    for sub in subparsers.choices.values():
+        add_settings_arguments(sub)
+    return parser
+
+
+def configure_logging(level: str | None) -> None:
+    import os
+
+    chosen = (level or os.environ.get("PREFPAIR_LOG_LEVEL") or "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, chosen, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(getattr(args, "log_level", None))
+    try:
+        settings = settings_from_args(args)
+        code: int = args.func(args, settings)
+    except PrefpairError as exc:
+        print(f"prefpair {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"prefpair {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

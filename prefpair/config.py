@@ -1,0 +1,155 @@
+"""One typed, validated settings object: flags > ``PREFPAIR_*`` environment > defaults.
+
+Every default lives here once (topic names, partitions, where data goes). Any librdkafka
+option passes through unchanged in :attr:`Settings.kafka`, so SASL/SSL clusters need no
+code change: ``PREFPAIR_KAFKA_SASL_MECHANISMS=PLAIN`` becomes ``sasl.mechanisms=PLAIN``,
+``--kafka-option security.protocol=SASL_SSL`` does the same from the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from prefpair.errors import ConfigError
+
+ENV_PREFIX = "PREFPAIR_"
+KAFKA_ENV_PREFIX = "PREFPAIR_KAFKA_"
+SECRET_MARKERS = ("password", "secret", "token", "key.pem", "private", "sasl.jaas")
+
+DEFAULT_INFERENCE_TOPIC = "prefpair.inference"
+DEFAULT_FEEDBACK_TOPIC = "prefpair.feedback"
+DEFAULT_DEAD_LETTER_TOPIC = "prefpair.dead-letters"
+
+
+class Settings(BaseModel):
+    """Connection, topic and storage settings shared by every prefpair command."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers; unset means the local broker started by `prefpair broker start`.",
+    )
+    home: Path = Field(
+        default=Path(".prefpair"),
+        description="Where the local broker, the Parquet log and compiled datasets live by default.",
+    )
+    inference_topic: str = Field(default=DEFAULT_INFERENCE_TOPIC, min_length=1)
+    feedback_topic: str = Field(default=DEFAULT_FEEDBACK_TOPIC, min_length=1)
+    dead_letter_topic: str = Field(default=DEFAULT_DEAD_LETTER_TOPIC, min_length=1)
+    partitions: int = Field(default=4, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1, le=32)
+    retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+    schema_registry_url: str | None = Field(
+        default=None, description="Use Confluent Schema Registry framing instead of Avro single-object encoding."
+    )
+    kafka: Mapping[str, str] = Field(
+        default_factory=dict, description="librdkafka options passed through unchanged."
+    )
+
+    @field_validator("kafka")
+    @classmethod
+    def _no_bootstrap_in_passthrough(cls, value: Mapping[str, str]) -> Mapping[str, str]:
+        if "bootstrap.servers" in value:
+            raise ValueError("set bootstrap.servers through bootstrap_servers, not as a passthrough option")
+        return dict(value)
+
+    @property
+    def log_dir(self) -> Path:
+        """The append-only Parquet log written by ``prefpair consume``."""
+        return self.home / "log"
+
+    @property
+    def broker_dir(self) -> Path:
+        """Data directory of the local broker (survives stop/start)."""
+        return self.home / "broker"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls, flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Merge flags (highest), ``PREFPAIR_*`` environment, then defaults; raise ConfigError."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        kafka: dict[str, str] = {}
+        config_file = env.get(KAFKA_ENV_PREFIX + "CONFIG_FILE")
+        if config_file:
+            kafka.update(read_properties(Path(config_file)))
+        for name, raw in env.items():
+            if name == KAFKA_ENV_PREFIX + "CONFIG_FILE":
+                continue
+            if name.startswith(KAFKA_ENV_PREFIX):
+                kafka[name[len(KAFKA_ENV_PREFIX) :].lower().replace("_", ".")] = raw
+            elif name.startswith(ENV_PREFIX):
+                field = name[len(ENV_PREFIX) :].lower()
+                if field in cls.model_fields and field != "kafka":
+                    values[field] = raw
+        for field, value in (flags or {}).items():
+            if value is None:
+                continue
+            if field == "kafka":
+                kafka.update(value)
+            else:
+                values[field] = value
+        values["kafka"] = kafka
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "settings"
+            raise ConfigError(field, first["msg"]) from None
+
+    def redacted(self) -> dict[str, Any]:
+        """A loggable view: secrets in passthrough options are masked."""
+        data = self.model_dump(mode="json")
+        data["kafka"] = {k: ("***" if is_secret(k) else v) for k, v in self.kafka.items()}
+        return data
+
+    def __repr__(self) -> str:  # never print secrets by accident
+        return f"Settings({json.dumps(self.redacted(), sort_keys=True)})"
+
+    __str__ = __repr__
+
+
+def is_secret(option: str) -> bool:
+    """Whether a librdkafka option name holds a credential."""
+    lowered = option.lower()
+    return any(marker in lowered for marker in SECRET_MARKERS)
+
+
+def parse_kafka_options(pairs: list[str] | None) -> dict[str, str]:
+    """Turn ``["key=value", ...]`` from ``--kafka-option`` flags into a dict."""
+    options: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("kafka", f"expected KEY=VALUE, got {pair!r}")
+        options[key.strip()] = value
+    return options
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Read a Java-style ``.properties`` file of librdkafka options."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("kafka", f"cannot read {path}: {exc.strerror}") from None
+    options: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        key, _, value = line.partition("=")
+        options[key.strip()] = value.strip()
+    return options

@@ -1,0 +1,33 @@
+"""The root of every error prefpair raises on purpose.
+
+Each subpackage keeps its own small ``exceptions.py`` whose classes derive from
+:class:`PrefpairError`, so callers can catch one type, and the command line turns
+any of them into a one-line message and a non-zero exit instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class PrefpairError(Exception):
+    """Base class of all prefpair errors."""
+
+
+class ConfigError(PrefpairError):
+    """A setting is missing, malformed or refused by the Kafka client.
+
+    Keeps the offending ``field`` so tools can point at it.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class KafkaUnavailableError(PrefpairError):
+    """The configured bootstrap servers did not answer in time."""
+
+    def __init__(self, bootstrap_servers: str, reason: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.reason = reason
+        super().__init__(f"Kafka at {bootstrap_servers} is unreachable: {reason}")

@@ -1,0 +1,199 @@
+"""Layout and Arrow schemas of the append-only Parquet log: the contract between
+``prefpair consume`` (which writes it) and ``prefpair compile`` / reports (which read it).
+
+The log is a folder of *segments*. A segment holds what one consumer flushed for one
+partition number of the co-partitioned topics, as contiguous offset ranges::
+
+    <log_dir>/partition=00003/seg-i<start>-<end>-f<start>-<end>/   (half-open offset ranges)
+        inference.parquet   landed inference events (INFERENCE_LOG)
+        feedback.parquet    feedback joined to its inference (FEEDBACK_LOG)
+        orphans.parquet     feedback whose inference never came within the grace (ORPHAN_LOG)
+        state.json          resume point and pending feedback at the end of the segment
+
+A segment is written under a temporary name (``.tmp-*``), fsynced, then renamed into place:
+only directories named ``seg-*`` are committed, and readers look at nothing else.
+
+Column types come from the Avro schemas (one source of truth): enums become strings,
+unions with null become nullable columns, records become structs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from prefpair.schemas.registry import FEEDBACK, INFERENCE, SCHEMA_FILES, load_raw
+
+TABLES = ("inference", "feedback", "orphans")
+SEGMENT_PREFIX = "seg-"
+TEMP_PREFIX = ".tmp-"
+PARTITION_DIR = re.compile(r"^partition=(\d+)$")
+SEGMENT_DIR = re.compile(r"^seg-i(\d+)-(\d+)-f(\d+)-(\d+)$")
+
+
+# --------------------------------------------------------------------------- Avro -> Arrow
+def arrow_type(avro: Any, named: dict[str, pa.DataType] | None = None) -> pa.DataType:
+    """The Arrow type of an Avro type (nullability is carried by the field)."""
+    named = {} if named is None else named
+    if isinstance(avro, list):
+        branches = [b for b in avro if b != "null"]
+        if len(branches) != 1:
+            raise TypeError(f"only [null, T] unions map to columns, got {avro}")
+        return arrow_type(branches[0], named)
+    if isinstance(avro, str):
+        primitive = {
+            "string": pa.string(),
+            "long": pa.int64(),
+            "int": pa.int32(),
+            "double": pa.float64(),
+            "float": pa.float32(),
+            "boolean": pa.bool_(),
+            "bytes": pa.binary(),
+        }
+        if avro in primitive:
+            return primitive[avro]
+        return named[avro.rsplit(".", 1)[-1]]
+    kind = avro["type"]
+    if kind == "record":
+        struct = pa.struct([arrow_field(f, named) for f in avro["fields"]])
+        named[avro["name"]] = struct
+        return struct
+    if kind == "enum":
+        named[avro["name"]] = pa.string()
+        return pa.string()
+    if kind == "array":
+        return pa.list_(arrow_type(avro["items"], named))
+    if kind == "map":
+        return pa.map_(pa.string(), arrow_type(avro["values"], named))
+    return arrow_type(kind, named)
+
+
+def arrow_field(avro_field: dict[str, Any], named: dict[str, pa.DataType], name: str | None = None) -> pa.Field:
+    nullable = isinstance(avro_field["type"], list) and "null" in avro_field["type"]
+    return pa.field(name or avro_field["name"], arrow_type(avro_field["type"], named), nullable=nullable)
+
+
+def _event_fields(schema_name: str, renames: dict[str, str]) -> list[pa.Field]:
+    raw = load_raw(SCHEMA_FILES[schema_name])
+    named: dict[str, pa.DataType] = {}
+    return [arrow_field(f, named, renames.get(f["name"])) for f in raw["fields"]]
+
+
+# Fields that both events carry get a prefix in the joined row; request_id stays shared.
+INFERENCE_RENAMES = {
+    "event_id": "inference_event_id",
+    "timestamp_ms": "inference_timestamp_ms",
+    "metadata": "inference_metadata",
+}
+FEEDBACK_RENAMES = {
+    "event_id": "feedback_event_id",
+    "timestamp_ms": "feedback_timestamp_ms",
+    "metadata": "feedback_metadata",
+}
+
+_INFERENCE_FIELDS = _event_fields(INFERENCE, INFERENCE_RENAMES)
+_FEEDBACK_FIELDS = _event_fields(FEEDBACK, FEEDBACK_RENAMES)
+
+_INFERENCE_SOURCE = [
+    pa.field("inference_topic", pa.string(), nullable=False),
+    pa.field("inference_partition", pa.int32(), nullable=False),
+    pa.field("inference_offset", pa.int64(), nullable=False),
+]
+_FEEDBACK_SOURCE = [
+    pa.field("feedback_topic", pa.string(), nullable=False),
+    pa.field("feedback_partition", pa.int32(), nullable=False),
+    pa.field("feedback_offset", pa.int64(), nullable=False),
+]
+
+INFERENCE_LOG = pa.schema([*_INFERENCE_FIELDS, *_INFERENCE_SOURCE])
+"""Landed inference events, one row each, in offset order."""
+
+FEEDBACK_LOG = pa.schema(
+    [
+        *_FEEDBACK_FIELDS,
+        *[f for f in _INFERENCE_FIELDS if f.name != "request_id"],
+        *_FEEDBACK_SOURCE,
+        *_INFERENCE_SOURCE,
+        pa.field("joined_at_ms", pa.int64(), nullable=False),
+        pa.field("join_path", pa.string(), nullable=False),  # "hot", "waited", "landed"
+    ]
+)
+"""Feedback joined to its inference: every feedback event (creates, updates, deletes) is a row."""
+
+ORPHAN_LOG = pa.schema(
+    [
+        *_FEEDBACK_FIELDS,
+        *_FEEDBACK_SOURCE,
+        pa.field("orphaned_at_ms", pa.int64(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+    ]
+)
+"""Feedback whose inference event did not arrive within the grace, with the reason."""
+
+SCHEMAS = {"inference": INFERENCE_LOG, "feedback": FEEDBACK_LOG, "orphans": ORPHAN_LOG}
+
+
+# --------------------------------------------------------------------------- layout
+@dataclass(frozen=True, order=True)
+class SegmentName:
+    """A committed segment: partition and the half-open offset ranges ``[start, end)`` of the
+    inference and feedback partitions it consumed (``start == end``: nothing from that topic).
+
+    ``end`` is where the next segment of the partition starts: the resume point.
+    """
+
+    partition: int
+    inference_start: int
+    inference_end: int
+    feedback_start: int
+    feedback_end: int
+
+    @property
+    def dirname(self) -> str:
+        return (
+            f"{SEGMENT_PREFIX}i{self.inference_start:020d}-{self.inference_end:020d}"
+            f"-f{self.feedback_start:020d}-{self.feedback_end:020d}"
+        )
+
+    def path(self, log_dir: Path) -> Path:
+        return partition_dir(log_dir, self.partition) / self.dirname
+
+    @classmethod
+    def parse(cls, path: Path) -> SegmentName | None:
+        part = PARTITION_DIR.match(path.parent.name)
+        seg = SEGMENT_DIR.match(path.name)
+        if not part or not seg:
+            return None
+        return cls(int(part.group(1)), *(int(g) for g in seg.groups()))
+
+
+def partition_dir(log_dir: Path, partition: int) -> Path:
+    return log_dir / f"partition={partition:05d}"
+
+
+def committed_segments(log_dir: Path, partition: int | None = None) -> Iterator[tuple[SegmentName, Path]]:
+    """Committed segments in (partition, offset) order; temporary directories are never listed."""
+    if not log_dir.is_dir():
+        return
+    parents = [partition_dir(log_dir, partition)] if partition is not None else sorted(log_dir.iterdir())
+    found: list[tuple[SegmentName, Path]] = []
+    for parent in parents:
+        if not parent.is_dir() or not PARTITION_DIR.match(parent.name):
+            continue
+        for child in parent.iterdir():
+            name = SegmentName.parse(child)
+            if name is not None and child.is_dir():
+                found.append((name, child))
+    yield from sorted(found)
+
+
+def table_files(log_dir: Path, table: str) -> list[Path]:
+    """Committed Parquet files of one table (``inference``, ``feedback`` or ``orphans``)."""
+    if table not in SCHEMAS:
+        raise ValueError(f"unknown log table {table!r}; expected one of {', '.join(TABLES)}")
+    return [path / f"{table}.parquet" for _, path in committed_segments(log_dir) if (path / f"{table}.parquet").exists()]
