@@ -43,18 +43,24 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by every command; each overrides its PREFPAIR_* variable."""
     group = parser.add_argument_group("connection and storage (flags > PREFPAIR_* environment > defaults)")
     group.add_argument("--bootstrap-servers", help="Kafka bootstrap servers [PREFPAIR_BOOTSTRAP_SERVERS]")
-    group.add_argument("--home", help="data directory: local broker, log, datasets [PREFPAIR_HOME, .prefpair]")
+    group.add_argument(
+        "--home", help="data directory: local broker, log, datasets [PREFPAIR_HOME, .prefpair]"
+    )
     group.add_argument("--inference-topic", help="[PREFPAIR_INFERENCE_TOPIC, prefpair.inference]")
     group.add_argument("--feedback-topic", help="[PREFPAIR_FEEDBACK_TOPIC, prefpair.feedback]")
     group.add_argument("--dead-letter-topic", help="[PREFPAIR_DEAD_LETTER_TOPIC, prefpair.dead-letters]")
-    group.add_argument("--schema-registry-url", help="use Schema Registry framing [PREFPAIR_SCHEMA_REGISTRY_URL]")
+    group.add_argument(
+        "--schema-registry-url", help="use Schema Registry framing [PREFPAIR_SCHEMA_REGISTRY_URL]"
+    )
     group.add_argument(
         "--kafka-option",
         action="append",
         metavar="KEY=VALUE",
         help="librdkafka option passed through unchanged; repeatable [PREFPAIR_KAFKA_<KEY>]",
     )
-    group.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING [PREFPAIR_LOG_LEVEL]")
+    group.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO (default), WARNING [PREFPAIR_LOG_LEVEL]"
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -83,8 +89,27 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(subparsers)
     for sub in subparsers.choices.values():
-        add_settings_arguments(sub)
+        for leaf in _leaf_parsers(sub):
+            add_settings_arguments(leaf)
     return parser
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers that end a command line: ``broker start`` rather than ``broker``.
+
+    Shared flags go on the leaves so ``prefpair broker start --home x`` works; a nested
+    parser would otherwise reset flags given to its parent back to their defaults.
+    """
+    nested = [
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    ]
+    if not nested:
+        return [parser]
+    leaves: list[argparse.ArgumentParser] = []
+    for action in nested:
+        for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+            leaves.extend(_leaf_parsers(child))
+    return leaves
 
 
 def configure_logging(level: str | None) -> None:

@@ -34,7 +34,7 @@ class Settings(BaseModel):
 
     bootstrap_servers: str | None = Field(
         default=None,
-        description="Kafka bootstrap servers; unset means the local broker started by `prefpair broker start`.",
+        description="Kafka bootstrap servers; unset means the local broker of `prefpair broker start`.",
     )
     home: Path = Field(
         default=Path(".prefpair"),
@@ -47,7 +47,8 @@ class Settings(BaseModel):
     replication_factor: int = Field(default=1, ge=1, le=32)
     retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
     schema_registry_url: str | None = Field(
-        default=None, description="Use Confluent Schema Registry framing instead of Avro single-object encoding."
+        default=None,
+        description="Use Confluent Schema Registry framing instead of Avro single-object encoding.",
     )
     kafka: Mapping[str, str] = Field(
         default_factory=dict, description="librdkafka options passed through unchanged."

@@ -7,10 +7,11 @@ Errors from librdkafka at construction (an unknown or malformed option) become a
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, ClusterMetadata
+from confluent_kafka.admin import AdminClient, ClusterMetadata  # type: ignore[attr-defined]
 
 from prefpair.config import Settings
 from prefpair.errors import ConfigError, KafkaUnavailableError
@@ -41,7 +42,24 @@ def client_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return config
 
 
+class _LibrdkafkaLog:
+    """Receives librdkafka's own log lines and passes them on at DEBUG.
+
+    Without it librdkafka prints every failed connection attempt to stderr (dozens a second
+    against a dead address); failures reach the user as exceptions and one-line errors
+    instead, and ``--log-level DEBUG`` still shows the raw lines.
+    """
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger("prefpair.librdkafka")
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        self._logger.debug(msg, *args)
+
+
 def _construct(factory: Any, config: dict[str, Any]) -> Any:
+    config = dict(config)
+    config.setdefault("logger", _LibrdkafkaLog())
     try:
         return factory(config)
     except KafkaException as exc:

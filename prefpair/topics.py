@@ -1,0 +1,288 @@
+"""The three topics prefpair needs, created co-partitioned: ``prefpair topics create|describe``.
+
+The consumer joins an inference event with its feedback by request id, reading partition
+*p* of both topics together, so both topics must have the same partition count (and the
+producer keys both by request id). :func:`create_topics` creates what is missing, accepts
+what already exists when it is co-partitioned, and refuses otherwise, naming both topics
+and their counts. The dead-letter topic holds messages the consumer could not decode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported without __all__
+    AdminClient,
+    ClusterMetadata,
+    ConfigResource,
+    NewTopic,
+)
+
+from prefpair.config import Settings
+from prefpair.errors import ConfigError, PrefpairError
+from prefpair.kafka import client_config, create_admin, resolve_bootstrap, wait_for_cluster
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 10.0  # a cluster that gives no metadata in 10 s is down or misconfigured
+EXIT_NOT_READY = 1
+
+
+class TopicError(PrefpairError):
+    """The cluster refused or failed to create or describe a topic."""
+
+
+@dataclass(frozen=True)
+class TopicsReport:
+    """Partition counts of the three topics after :func:`create_topics`, and which were created."""
+
+    inference_topic: str
+    feedback_topic: str
+    dead_letter_topic: str
+    partitions: dict[str, int]
+    created: tuple[str, ...] = field(default=())
+
+    @property
+    def co_partitions(self) -> int:
+        """The partition count shared by the inference and feedback topics."""
+        return self.partitions[self.inference_topic]
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """One topic as ``prefpair topics describe`` shows it."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    retention_ms: str | None
+
+
+def create_topics(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT) -> TopicsReport:
+    """Create the inference, feedback and dead-letter topics unless they exist; verify co-partitioning.
+
+    New topics get ``settings.partitions``, ``replication_factor`` and ``retention_ms``; if only one
+    of the joined pair exists, the other is created with its partition count. Raises ConfigError
+    when the existing pair is not co-partitioned, KafkaUnavailableError when nobody answers.
+    """
+    inference, feedback, dead = settings.inference_topic, settings.feedback_topic, settings.dead_letter_topic
+    if len({inference, feedback, dead}) < 3:
+        raise ConfigError(
+            "topics",
+            f"inference ({inference}), feedback ({feedback}) and dead-letter ({dead}) topics must differ",
+        )
+    bootstrap = resolve_bootstrap(settings)
+    admin = create_admin(client_config(settings))
+    existing = _partition_counts(wait_for_cluster(admin, bootstrap, min(timeout, CONNECT_TIMEOUT)))
+    _check_co_partitioned(existing, inference, feedback)
+
+    pair = existing.get(inference) or existing.get(feedback)
+    if pair is not None and pair != settings.partitions:
+        if inference in existing and feedback in existing:
+            log.warning(
+                "topics %s and %s already exist with %d partitions (not %d); keeping them",
+                inference, feedback, pair, settings.partitions,
+            )  # fmt: skip
+        else:
+            log.info("creating the missing partner topic with %d partitions, as the existing one has", pair)
+    counts = {inference: pair or settings.partitions, feedback: pair or settings.partitions}
+    counts[dead] = existing.get(dead, settings.partitions)
+    missing = [name for name in (inference, feedback, dead) if name not in existing]
+    created = _create(admin, settings, {name: counts[name] for name in missing}, timeout)
+
+    final = _wait_for_leaders(admin, bootstrap, (inference, feedback, dead), timeout)
+    _check_co_partitioned(final, inference, feedback)  # a concurrent creator may have raced us
+    for name in created:
+        log.info("created topic %s with %d partitions", name, final[name])
+    return TopicsReport(
+        inference, feedback, dead, {n: final[n] for n in (inference, feedback, dead)}, created
+    )
+
+
+def ensure_topics(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT) -> int:
+    """Make sure the topics exist and are co-partitioned; return their shared partition count."""
+    return create_topics(settings, timeout=timeout).co_partitions
+
+
+def describe_topics(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, TopicInfo | None]:
+    """The three topics as the cluster has them (None for a missing one)."""
+    bootstrap = resolve_bootstrap(settings)
+    admin = create_admin(client_config(settings))
+    metadata = wait_for_cluster(admin, bootstrap, min(timeout, CONNECT_TIMEOUT))
+    names = (settings.inference_topic, settings.feedback_topic, settings.dead_letter_topic)
+    present = [name for name in names if name in metadata.topics and metadata.topics[name].error is None]
+    retention: dict[str, str | None] = {}
+    if present:
+        futures = admin.describe_configs(
+            [ConfigResource(ConfigResource.Type.TOPIC, name) for name in present], request_timeout=timeout
+        )
+        for resource, future in futures.items():
+            try:
+                entry = future.result().get("retention.ms")
+            except KafkaException:
+                entry = None
+            retention[resource.name] = entry.value if entry is not None else None
+    result: dict[str, TopicInfo | None] = {}
+    for name in names:
+        if name not in present:
+            result[name] = None
+            continue
+        partitions = metadata.topics[name].partitions
+        replicas = max((len(p.replicas) for p in partitions.values()), default=0)
+        result[name] = TopicInfo(name, len(partitions), replicas, retention.get(name))
+    return result
+
+
+# ---------------------------------------------------------------------------- internals
+def _partition_counts(metadata: ClusterMetadata) -> dict[str, int]:
+    return {name: len(topic.partitions) for name, topic in metadata.topics.items() if topic.error is None}
+
+
+def _check_co_partitioned(counts: dict[str, int], inference: str, feedback: str) -> None:
+    if inference in counts and feedback in counts and counts[inference] != counts[feedback]:
+        raise ConfigError(
+            "partitions",
+            f"topics {inference} ({counts[inference]} partitions) and {feedback} "
+            f"({counts[feedback]} partitions) are not co-partitioned; the join needs the same "
+            "partition count on both (recreate one, or use other topic names)",
+        )
+
+
+def _create(
+    admin: AdminClient, settings: Settings, wanted: dict[str, int], timeout: float
+) -> tuple[str, ...]:
+    if not wanted:
+        return ()
+    config = {"retention.ms": str(settings.retention_ms)}
+    new = [
+        NewTopic(name, num_partitions=count, replication_factor=settings.replication_factor, config=config)
+        for name, count in wanted.items()
+    ]
+    futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
+    created: list[str] = []
+    for name, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue  # created concurrently; the co-partitioning check that follows still applies
+            raise _topic_error(name, error, settings) from None
+        created.append(name)
+    return tuple(created)
+
+
+def _topic_error(name: str, error: KafkaError, settings: Settings) -> PrefpairError:
+    code, reason = error.code(), error.str()
+    if code == KafkaError.INVALID_REPLICATION_FACTOR:
+        return ConfigError("replication_factor", f"cannot create {name} with {settings.replication_factor} "
+                           f"replicas: {reason}")  # fmt: skip
+    if code == KafkaError.INVALID_PARTITIONS:
+        return ConfigError("partitions", f"cannot create {name}: {reason}")
+    if code in (KafkaError.INVALID_CONFIG, KafkaError.POLICY_VIOLATION):
+        return ConfigError("retention_ms", f"cannot create {name}: {reason}")
+    if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        return TopicError(f"not authorized to create topic {name}: {reason}")
+    return TopicError(f"cannot create topic {name}: {reason}")
+
+
+def _wait_for_leaders(
+    admin: AdminClient, bootstrap: str, names: tuple[str, ...], timeout: float
+) -> dict[str, int]:
+    """Partition counts once every partition of ``names`` has a leader, so producers can write at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = wait_for_cluster(admin, bootstrap, max(1.0, deadline - time.monotonic()))
+        topics = metadata.topics
+        ready = all(
+            name in topics
+            and topics[name].error is None
+            and topics[name].partitions
+            and all(p.leader >= 0 and p.error is None for p in topics[name].partitions.values())
+            for name in names
+        )
+        if ready:
+            return _partition_counts(metadata)
+        if time.monotonic() > deadline:
+            waiting = [name for name in names if name not in topics]
+            raise TopicError(
+                f"topics {', '.join(waiting) or ', '.join(names)} have no leader after {timeout:.0f} s"
+            )
+        time.sleep(0.2)
+
+
+# ---------------------------------------------------------------------------- command line
+def register(subparsers: Any) -> None:
+    """Add ``prefpair topics create|describe``."""
+    parser = subparsers.add_parser(
+        "topics",
+        help="create or describe the co-partitioned inference/feedback topics and the dead-letter topic",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    actions = parser.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
+
+    create = actions.add_parser(
+        "create",
+        help="create the topics unless they exist (idempotent); refuse if not co-partitioned",
+        description="Create the inference and feedback topics with the same partition count, and "
+        "the dead-letter topic. Existing co-partitioned topics are kept as they are.",
+    )
+    create.add_argument("--partitions", type=int, help="partitions of each topic [PREFPAIR_PARTITIONS, 4]")
+    create.add_argument(
+        "--replication-factor", type=int, help="replicas of each partition [PREFPAIR_REPLICATION_FACTOR, 1]"
+    )
+    create.add_argument(
+        "--retention-ms",
+        type=int,
+        help="retention of each topic, -1 for ever [PREFPAIR_RETENTION_MS, 7 days]",
+    )
+    _add_timeout(create)
+    create.set_defaults(func=_create_command)
+
+    describe = actions.add_parser(
+        "describe", help="show partitions, replicas and retention; exit 1 if a topic is missing"
+    )
+    _add_timeout(describe)
+    describe.set_defaults(func=_describe_command)
+
+
+def _add_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds to wait for the cluster [{DEFAULT_TIMEOUT:.0f}]",
+    )
+
+
+def _create_command(args: argparse.Namespace, settings: Settings) -> int:
+    report = create_topics(settings, timeout=args.timeout)
+    for name, count in report.partitions.items():
+        note = "created" if name in report.created else "exists"
+        print(f"{name}\t{count} partitions\t{note}")
+    return 0
+
+
+def _describe_command(args: argparse.Namespace, settings: Settings) -> int:
+    topics = describe_topics(settings, timeout=args.timeout)
+    for name, info in topics.items():
+        if info is None:
+            print(f"{name}\tmissing")
+        else:
+            print(
+                f"{name}\t{info.partitions} partitions\treplication {info.replication_factor}\t"
+                f"retention.ms {info.retention_ms}"
+            )
+    counts = {name: info.partitions for name, info in topics.items() if info is not None}
+    try:
+        _check_co_partitioned(counts, settings.inference_topic, settings.feedback_topic)
+    except ConfigError as exc:
+        print(f"not co-partitioned: {exc.reason}")
+        return EXIT_NOT_READY
+    return 0 if len(counts) == len(topics) else EXIT_NOT_READY
