@@ -33,7 +33,7 @@ TABLES = ("inference", "feedback", "orphans")
 SEGMENT_PREFIX = "seg-"
 TEMP_PREFIX = ".tmp-"
 PARTITION_DIR = re.compile(r"^partition=(\d+)$")
-SEGMENT_DIR = re.compile(r"^seg-i(\d+)-(\d+)-f(\d+)-(\d+)$")
+SEGMENT_DIR = re.compile(r"^seg-i(\d+)-(\d+)-f(\d+)-(\d+)(?:-x(\d+))?$")
 
 
 # --------------------------------------------------------------------------- Avro -> Arrow
@@ -145,6 +145,11 @@ class SegmentName:
     inference and feedback partitions it consumed (``start == end``: nothing from that topic).
 
     ``end`` is where the next segment of the partition starts: the resume point.
+
+    A segment that consumed nothing from either topic (both ranges empty) holds only rows that
+    time produced, i.e. feedback that waited past its grace and became orphans; its ``sequence``
+    (``-x<n>`` in the name) orders it after the segment it follows. Such segments are never
+    merged by compaction and never count as covered.
     """
 
     partition: int
@@ -152,13 +157,24 @@ class SegmentName:
     inference_end: int
     feedback_start: int
     feedback_end: int
+    sequence: int = 0
+
+    @property
+    def zero_width(self) -> bool:
+        return self.inference_start == self.inference_end and self.feedback_start == self.feedback_end
 
     @property
     def dirname(self) -> str:
-        return (
+        name = (
             f"{SEGMENT_PREFIX}i{self.inference_start:020d}-{self.inference_end:020d}"
             f"-f{self.feedback_start:020d}-{self.feedback_end:020d}"
         )
+        return f"{name}-x{self.sequence:020d}" if self.sequence else name
+
+    @property
+    def resume_key(self) -> tuple[int, int, int]:
+        """Order in which segments of a partition were written: the newest has the largest key."""
+        return (self.inference_end, self.feedback_end, self.sequence)
 
     def path(self, log_dir: Path) -> Path:
         return partition_dir(log_dir, self.partition) / self.dirname
@@ -169,7 +185,7 @@ class SegmentName:
         seg = SEGMENT_DIR.match(path.name)
         if not part or not seg:
             return None
-        return cls(int(part.group(1)), *(int(g) for g in seg.groups()))
+        return cls(int(part.group(1)), *(int(g) for g in seg.groups(default="0")))
 
 
 def partition_dir(log_dir: Path, partition: int) -> Path:
@@ -189,11 +205,38 @@ def committed_segments(log_dir: Path, partition: int | None = None) -> Iterator[
             name = SegmentName.parse(child)
             if name is not None and child.is_dir():
                 found.append((name, child))
-    yield from sorted(found)
+    yield from _without_covered(sorted(found))
+
+
+def _without_covered(found: list[tuple[SegmentName, Path]]) -> list[tuple[SegmentName, Path]]:
+    """Drop segments whose ranges a wider segment already holds.
+
+    Compaction renames the merged segment into place before it deletes the parts; in between
+    (or after a crash there) both exist, and readers must see each row once. Segments of a
+    partition form a chain (both ranges only grow), so one pass in start order finds them.
+    """
+    kept: list[tuple[SegmentName, Path]] = []
+    ordered = sorted(
+        found, key=lambda item: (item[0].partition, item[0].inference_start, item[0].feedback_start,
+                                 -item[0].inference_end, -item[0].feedback_end),
+    )  # fmt: skip
+    partition, max_i, max_f = -1, -1, -1
+    for name, path in ordered:
+        if name.zero_width:
+            kept.append((name, path))
+            continue
+        if name.partition != partition:
+            partition, max_i, max_f = name.partition, -1, -1
+        elif name.inference_end <= max_i and name.feedback_end <= max_f:
+            continue
+        max_i, max_f = max(max_i, name.inference_end), max(max_f, name.feedback_end)
+        kept.append((name, path))
+    return sorted(kept)
 
 
 def table_files(log_dir: Path, table: str) -> list[Path]:
     """Committed Parquet files of one table (``inference``, ``feedback`` or ``orphans``)."""
     if table not in SCHEMAS:
         raise ValueError(f"unknown log table {table!r}; expected one of {', '.join(TABLES)}")
-    return [path / f"{table}.parquet" for _, path in committed_segments(log_dir) if (path / f"{table}.parquet").exists()]
+    files = (path / f"{table}.parquet" for _, path in committed_segments(log_dir))
+    return [file for file in files if file.exists()]

@@ -73,6 +73,16 @@ def _read(payload: bytes, offset: int, writer_schema: Any, reader_schema: Any | 
     return record
 
 
+def codec_for(settings: Any) -> Codec:
+    """The codec the settings ask for: registry framing when a registry URL is set, else single-object."""
+    url = getattr(settings, "schema_registry_url", None)
+    if not url:
+        return SingleObjectCodec()
+    from prefpair.schemas.schema_registry import HttpSchemaRegistry, value_subjects
+
+    return ConfluentCodec(HttpSchemaRegistry(url), value_subjects(settings))
+
+
 class SchemaRegistryClient(Protocol):
     """The two calls the registry framing needs (see ``prefpair.schemas.schema_registry``)."""
 

@@ -1,0 +1,99 @@
+"""``prefpair consume`` (the daemon) and ``prefpair compact`` (merge small log segments)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from prefpair.config import Settings
+from prefpair.consumers.compaction import compact
+from prefpair.consumers.config import ConsumerConfig
+from prefpair.consumers.daemon import ConsumerDaemon
+
+_FLAGS = {
+    "group_id": ("--group-id", str),
+    "grace_ms": ("--grace-ms", int),
+    "flush_interval_ms": ("--flush-interval-ms", int),
+    "flush_rows": ("--flush-rows", int),
+    "flush_bytes": ("--flush-bytes", int),
+    "hot_state_bytes": ("--hot-state-bytes", int),
+    "dedup_ids": ("--dedup-ids", int),
+    "compression": ("--compression", str),
+    "batch_size": ("--batch-size", int),
+    "progress_interval_s": ("--progress-interval", float),
+    "metrics_path": ("--metrics-file", str),
+}
+
+
+def register(subparsers: Any) -> None:
+    consume = subparsers.add_parser(
+        "consume",
+        help="run the consumer daemon: join feedback to inference into the Parquet log",
+        description=(
+            "Consume the inference and feedback topics as a consumer group, join feedback to its "
+            "inference on request id and append both to the Parquet log under <home>/log, exactly "
+            "once. Run any number of instances with the same --group-id. SIGTERM or SIGINT flush, "
+            "commit and leave the group. Each option also reads PREFPAIR_CONSUMER_<NAME>."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    defaults = ConsumerConfig()
+    for field, (flag, kind) in _FLAGS.items():
+        info = ConsumerConfig.model_fields[field]
+        consume.add_argument(flag, type=kind, default=None, help=f"{info.description} [{getattr(defaults, field)}]")
+    consume.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="stop once every assigned partition is consumed to its end and no feedback waits (batch use)",
+    )
+    consume.set_defaults(func=run_consume)
+
+    compact_parser = subparsers.add_parser(
+        "compact",
+        help="merge small segments of the Parquet log (keeps offsets and exactly-once)",
+        description="Merge runs of small contiguous log segments into bigger ones; safe beside a running consumer.",
+    )
+    compact_parser.add_argument("--target-rows", type=int, default=200_000, help="rows per merged segment at most")
+    compact_parser.set_defaults(func=run_compact)
+
+
+def consumer_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> ConsumerConfig:
+    """Flags > PREFPAIR_CONSUMER_* environment > defaults."""
+    import os
+
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field in _FLAGS:
+        raw = env.get(f"PREFPAIR_CONSUMER_{field.upper()}")
+        if raw is not None:
+            values[field] = raw
+        flag = getattr(args, field, None)
+        if flag is not None:
+            values[field] = flag
+    from pydantic import ValidationError
+
+    from prefpair.errors import ConfigError
+
+    try:
+        return ConsumerConfig(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(".".join(str(p) for p in first["loc"]), first["msg"]) from None
+
+
+def run_consume(args: argparse.Namespace, settings: Settings) -> int:
+    config = consumer_config(args)
+    stats = ConsumerDaemon(settings, config).run(until_caught_up=args.until_caught_up)
+    print(json.dumps({"group_id": config.group_id, **stats.to_json()}, sort_keys=True))
+    return 0
+
+
+def run_compact(args: argparse.Namespace, settings: Settings) -> int:
+    report = compact(Path(settings.log_dir), target_rows=args.target_rows)
+    print(
+        f"compacted {settings.log_dir}: {report.segments_before} -> {report.segments_after} segments "
+        f"in {report.partitions} partitions"
+    )
+    return 0

@@ -1,0 +1,94 @@
+"""Merge small segments of the log into bigger ones, keeping offsets ranges and exactly-once.
+
+Runs of contiguous segments of a partition (each starts where the previous ended) are
+concatenated into one segment named by the run's first starts and last ends, carrying the last
+part's ``state.json``. The merged segment is renamed into place *before* the parts are
+deleted; readers skip segments a wider one covers (:func:`prefpair.schemas.log.committed_segments`),
+so a reader, or a crash, between the two steps never sees a row twice. Zero-width segments
+(orphans written on a quiet stream) are left as they are.
+
+Safe beside a running consumer: it only touches segments older than the newest one of each
+partition, which is the only place a consumer appends.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from prefpair.consumers.segments import STATE_FILE, ResumeState, write_segment_files
+from prefpair.schemas.log import TABLES, SegmentName, committed_segments
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompactionReport:
+    partitions: int
+    segments_before: int
+    segments_after: int
+    rows: int
+
+
+def _runs(segments: list[tuple[SegmentName, Path]], min_rows: int) -> list[list[tuple[SegmentName, Path]]]:
+    runs: list[list[tuple[SegmentName, Path]]] = []
+    current: list[tuple[SegmentName, Path]] = []
+    for name, path in segments:
+        if name.zero_width:
+            continue
+        if current and (current[-1][0].inference_end, current[-1][0].feedback_end) == (
+            name.inference_start,
+            name.feedback_start,
+        ) and _rows(current) < min_rows:
+            current.append((name, path))
+        else:
+            if len(current) > 1:
+                runs.append(current)
+            current = [(name, path)]
+    if len(current) > 1:
+        runs.append(current)
+    return runs
+
+
+def _rows(run: list[tuple[SegmentName, Path]]) -> int:
+    total = 0
+    for _, path in run:
+        for table in TABLES:
+            file = path / f"{table}.parquet"
+            if file.exists():
+                total += pq.ParquetFile(file).metadata.num_rows
+    return total
+
+
+def compact(log_dir: Path, *, target_rows: int = 500_000, compression: str = "snappy") -> CompactionReport:
+    """Merge runs of small contiguous segments, partition by partition; returns what changed."""
+    by_partition: dict[int, list[tuple[SegmentName, Path]]] = {}
+    for name, path in committed_segments(log_dir):
+        by_partition.setdefault(name.partition, []).append((name, path))
+    before = sum(len(v) for v in by_partition.values())
+    after = before
+    rows = 0
+    for partition, segments in sorted(by_partition.items()):
+        segments = sorted(segments, key=lambda item: item[0].resume_key)[:-1]  # never the newest
+        for run in _runs(segments, target_rows):
+            first, last = run[0][0], run[-1][0]
+            merged = SegmentName(
+                partition, first.inference_start, last.inference_end, first.feedback_start, last.feedback_end
+            )
+            tables = {}
+            for table in TABLES:
+                files = [path / f"{table}.parquet" for _, path in run if (path / f"{table}.parquet").exists()]
+                if files:
+                    tables[table] = files
+            state = ResumeState.from_file(run[-1][1] / STATE_FILE, partition)
+            write_segment_files(log_dir, merged, tables, state, compression=compression)
+            for _, path in run:
+                shutil.rmtree(path, ignore_errors=True)
+            rows += _rows([(merged, merged.path(log_dir))])
+            after -= len(run) - 1
+            log.info("partition %d: merged %d segments into %s", partition, len(run), merged.dirname)
+    return CompactionReport(len(by_partition), before, after, rows)

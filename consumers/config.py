@@ -1,0 +1,50 @@
+"""Settings of the consumer daemon: how long feedback waits, when segments flush, memory budgets."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_GROUP_ID = "prefpair-consumer"
+
+
+class ConsumerConfig(BaseModel):
+    """Frozen, validated knobs of :class:`~prefpair.consumers.daemon.ConsumerDaemon`.
+
+    Defaults keep feedback-to-Parquet latency around a second on a quiet stream while
+    writing reasonably large files on a busy one; ``prefpair compact`` merges the small ones.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    group_id: str = Field(default=DEFAULT_GROUP_ID, min_length=1, description="Kafka consumer group.")
+    grace_ms: int = Field(
+        default=5 * 60 * 1000,
+        ge=0,
+        description="How long feedback waits (wall clock) for its inference event before it is an orphan.",
+    )
+    flush_interval_ms: int = Field(
+        default=500, ge=10, description="A partition with buffered rows reaches disk at least this often."
+    )
+    flush_rows: int = Field(default=50_000, ge=1, description="Rows buffered per partition before a flush.")
+    flush_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Approximate bytes buffered per partition before a flush."
+    )
+    hot_state_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="Budget of inference events kept in memory for the join; older ones are looked up on disk.",
+    )
+    dedup_ids: int = Field(
+        default=2_000_000,
+        ge=0,
+        description="Event ids remembered per partition to drop producer-side duplicates.",
+    )
+    compression: str = Field(default="snappy", description="Parquet compression: snappy, zstd, lz4, none.")
+    batch_size: int = Field(default=1000, ge=1, le=100_000, description="Messages fetched per poll.")
+    progress_interval_s: float = Field(default=10.0, gt=0, description="Seconds between progress lines.")
+    metrics_path: str | None = Field(
+        default=None, description="Write metrics here (JSON, and Prometheus text beside it as .prom)."
+    )
+    assignment_timeout_s: float = Field(
+        default=60.0, gt=0, description="--until-caught-up: give up if no partition is assigned by then."
+    )

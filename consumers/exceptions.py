@@ -1,0 +1,38 @@
+"""Errors of the consumer daemon; each keeps what it was about."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefpair.errors import PrefpairError
+
+
+class ConsumerError(PrefpairError):
+    """Base class of consumer daemon errors."""
+
+
+class SegmentCommitError(ConsumerError):
+    """A segment could not be made durable; the offsets it covers are not committed."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot commit log segment {path}: {reason}")
+
+
+class DeadLetterError(ConsumerError):
+    """A dead letter was not acknowledged by the broker; the segment holding its offset is not committed."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        self.topic = topic
+        self.reason = reason
+        super().__init__(f"dead-letter topic {topic}: {reason}")
+
+
+class CorruptStateError(ConsumerError):
+    """A committed segment's state.json cannot be read: the resume point is unknown."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"unreadable segment state {path}: {reason}")
