@@ -1,0 +1,560 @@
+"""``prefpair serve`` over real HTTP (uvicorn on a free loopback port, httpx) against the real broker."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from pydantic import SecretStr
+from service_support import (
+    API_KEY,
+    CATEGORICAL,
+    CONTINUOUS,
+    CURRENT,
+    PREVIOUS,
+    Served,
+    events_of,
+    free_socket,
+    refused,
+    serve,
+    topic_events,
+    topic_messages,
+)
+
+from prefpair.config import Settings
+from prefpair.schemas.wire import codec_for
+from prefpair.service.app import key_fingerprint
+from prefpair.service.config import TokenReuse, TokenSecret
+from prefpair.service.tokens import TokenClaims, TokenSigner
+
+
+@pytest.fixture
+def service(make_settings: Callable[..., Settings]) -> Iterator[Served]:
+    with serve(make_settings(partitions=2)) as served:
+        yield served
+
+
+# --------------------------------------------------------------------------- API-key writes
+def test_create_is_acknowledged_and_idempotent(service: Served) -> None:
+    body = {
+        "id": "fb-1",
+        "request_id": "req-1",
+        "key": "rating",
+        "score": 0.5,
+        "comment": "ok",
+        "candidate_id": "a",
+        "feedback_config": CONTINUOUS,
+        "metadata": {"ui": "web"},
+    }
+    first = service.client.post("/v1/feedback", json=body)
+    assert first.status_code == 202, first.text
+    accepted = first.json()
+    assert accepted["id"] == "fb-1" and accepted["op"] == "CREATE"
+    assert accepted["topic"] == service.settings.feedback_topic and accepted["offset"] is not None
+    assert "Idempotent-Replayed" not in first.headers
+
+    again = service.client.post("/v1/feedback", json=body)
+    assert again.status_code == 202 and again.json() == accepted
+    assert again.headers["Idempotent-Replayed"] == "true"
+    refused(service.client.post("/v1/feedback", json={**body, "score": 0.9}), 409, "'fb-1'", "different body")
+
+    langsmith = service.client.post("/v1/feedback", json={"run_id": "req-1", "key": "thumbs", "score": True})
+    assert langsmith.status_code == 202, langsmith.text
+    generated_id = langsmith.json()["id"]
+    assert generated_id and langsmith.json()["request_id"] == "req-1"
+
+    events = events_of(service.settings, "fb-1")
+    assert len(events) == 1, events  # the repeat sent nothing
+    event = events[0]
+    assert (event["op"], event["request_id"], event["key"], event["kind"]) == (
+        "CREATE",
+        "req-1",
+        "rating",
+        "SCORE",
+    )
+    assert (event["score"], event["comment"], event["candidate_id"]) == (0.5, "ok", "a")
+    assert event["source"]["type"] == "API" and event["source"]["source_id"] == key_fingerprint(API_KEY)
+    assert API_KEY not in json.dumps(events)
+    assert events_of(service.settings, generated_id)[0]["score"] == 1.0
+
+
+def test_write_refusals_name_the_problem(service: Served) -> None:
+    post = service.client.post
+    base = {"request_id": "req-1", "key": "rating"}
+    refused(service.public.post("/v1/feedback", json={**base, "score": 1}), 401, "missing X-API-Key")
+    refused(
+        post("/v1/feedback", json={**base, "score": 1}, headers={"X-API-Key": "wrong"}),
+        401,
+        "invalid API key",
+    )
+    body = refused(
+        post("/v1/feedback", json={**base, "score": 7, "config": CONTINUOUS}), 422, "score", "above"
+    )
+    assert body["field"] == "score"
+    refused(
+        post("/v1/feedback", json={**base, "value": "meh", "config": CATEGORICAL}),
+        422,
+        "'meh' is not an allowed category (bad, good)",
+    )
+    refused(
+        post(
+            "/v1/feedback",
+            json={**base, "kind": "PAIRWISE", "outcome": "PREFERRED", "chosen_id": "a", "rejected_id": "a"},
+        ),
+        422,
+        "rejected_id",
+        "equals chosen_id",
+    )
+    refused(post("/v1/feedback", json={**base}), 422, "score", "required")
+    refused(post("/v1/feedback", json={"request_id": "req-1", "score": 1}), 422, "key", "Field required")
+    refused(post("/v1/feedback", json={**base, "score": "high"}), 422, "score")
+    refused(post("/v1/feedback", json={**base, "score": 1, "surprise": 1}), 422, "surprise")
+    refused(
+        post("/v1/feedback", content=b"{not json", headers={"Content-Type": "application/json"}), 422, "JSON"
+    )
+
+    limit = service.config.max_body_bytes
+    big = {**base, "comment": "x" * (limit + 10)}
+    refused(post("/v1/feedback", json=big), 413, f"larger than the limit of {limit} bytes")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while streaming
+        yield json.dumps(big).encode()
+
+    refused(
+        post("/v1/feedback", content=chunks(), headers={"Content-Type": "application/json"}), 413, "limit"
+    )
+
+    batch = [
+        {**base, "id": "batch-ok", "score": 1},
+        {**base, "id": "batch-bad", "score": 3, "config": CONTINUOUS},
+    ]
+    body = refused(post("/v1/feedback/batch", json={"feedback": batch}), 422, "feedback[1].score", "above")
+    assert body["field"] == "feedback[1].score"
+    assert topic_events(service.settings) == []  # nothing half-valid was sent, not even the good batch item
+
+
+def test_batch_update_and_delete(service: Served) -> None:
+    items = [{"id": f"b-{i}", "request_id": f"req-{i}", "key": "rating", "score": i / 2} for i in range(3)]
+    response = service.client.post("/v1/feedback/batch", json={"feedback": items})
+    assert response.status_code == 202, response.text
+    accepted = response.json()["accepted"]
+    assert [a["id"] for a in accepted] == ["b-0", "b-1", "b-2"]
+    assert service.client.post("/v1/feedback/batch", json={"feedback": items}).json()["accepted"] == accepted
+
+    patched = service.client.patch("/v1/feedback/b-1", json={"comment": "second look", "score": 1})
+    assert patched.status_code == 202, patched.text
+    assert (patched.json()["op"], patched.json()["request_id"]) == ("UPDATE", "req-1")
+    deleted = service.client.delete("/v1/feedback/b-2")
+    assert deleted.status_code == 202 and deleted.json()["op"] == "DELETE"
+    explicit = service.client.delete("/v1/feedback/elsewhere", params={"request_id": "req-9"})
+    assert explicit.status_code == 202 and explicit.json()["request_id"] == "req-9"
+    refused(
+        service.client.patch("/v1/feedback/nobody", json={"comment": "x"}), 404, "'nobody' is not in the log"
+    )
+    refused(service.client.patch("/v1/feedback/b-1", json={}), 422, "at least one field")
+    # After its delete, an id may be created anew: not a replay of the deleted feedback.
+    recreated = service.client.post("/v1/feedback", json=items[2])
+    assert recreated.status_code == 202 and "Idempotent-Replayed" not in recreated.headers
+
+    twice = [items[0], {**items[1], "id": "b-0"}]
+    body = refused(service.client.post("/v1/feedback/batch", json={"feedback": twice}), 422, "repeats")
+    assert body["field"] == "feedback[1].id"
+    changed = [{**items[0], "id": "b-new"}, {**items[1], "score": 0.9}]
+    body = refused(service.client.post("/v1/feedback/batch", json={"feedback": changed}), 409, "'b-1'")
+    assert body["field"] == "feedback[1].id"
+
+    ops = [(e["feedback_id"], e["op"]) for e in topic_events(service.settings)]
+    assert sorted(ops) == sorted(
+        [
+            ("b-0", "CREATE"),
+            ("b-1", "CREATE"),
+            ("b-2", "CREATE"),
+            ("b-1", "UPDATE"),
+            ("b-2", "DELETE"),
+            ("elsewhere", "DELETE"),
+            ("b-2", "CREATE"),
+        ]
+    )  # the refused batches sent nothing, not even their good items
+    update = next(e for e in topic_events(service.settings) if e["op"] == "UPDATE")
+    assert (update["comment"], update["score"], update["key"]) == ("second look", 1.0, None)
+
+
+# --------------------------------------------------------------------------- presigned URLs
+def issue(served: Served, **body: Any) -> dict[str, Any]:
+    response = served.client.post(
+        "/v1/feedback-tokens", json={"request_id": "req-1", "feedback_key": "thumbs", **body}
+    )
+    assert response.status_code == 201, response.text
+    issued: dict[str, Any] = response.json()
+    return issued
+
+
+def test_presigned_url_success_paths(service: Served) -> None:
+    token = issue(service, feedback_config=CONTINUOUS, expires_in=600)
+    assert token["url"] == f"{service.url}/v1/feedback-tokens/{token['token']}"
+    assert token["reuse"] == "single" and token["expires_at"].endswith("Z")
+
+    submitted = service.public.post(
+        token["url"], json={"score": 1, "comment": "great", "correction": {"text": "x"}}
+    )
+    assert submitted.status_code == 202, submitted.text
+    assert submitted.json()["id"] == f"tok-{token['id']}"
+    again = service.public.post(
+        token["url"], json={"score": 1, "comment": "great", "correction": {"text": "x"}}
+    )
+    assert again.json() == submitted.json() and again.headers["Idempotent-Replayed"] == "true"
+    refused(service.public.post(token["url"], json={"score": 0}), 403, "already used")
+
+    link = issue(service, reuse="expiry")["url"]
+    clicked = service.public.get(link, params={"score": 1}, headers={"Accept": "text/html"})
+    assert clicked.status_code == 202 and "Thank you" in clicked.text
+    other = service.public.get(link, params={"score": 0, "comment": "changed my mind"})
+    assert other.status_code == 202 and other.json()["request_id"] == "req-1"
+    link_id = link.rsplit("/", 1)[1]
+    link_token_id = TokenSigner((CURRENT,)).verify(link_id).token_id
+    retried = [service.public.post(link, json={"id": "click-1", "score": 1}) for _ in range(2)]
+    assert [r.status_code for r in retried] == [202, 202]
+    assert retried[0].json() == retried[1].json()  # a client retry with its own id is not doubled
+    assert retried[0].json()["id"] == f"tok-{link_token_id}-click-1"  # ids stay under the token
+
+    legacy = TokenSigner((PREVIOUS,))  # a token signed before the secret was rotated still works
+    old_token, _ = legacy.issue("req-2", "thumbs", 600, TokenReuse.SINGLE)
+    assert service.public.post(f"/v1/feedback-tokens/{old_token}", json={"score": 1}).status_code == 202
+
+    events = {e["feedback_id"]: e for e in topic_events(service.settings)}
+    event = events[f"tok-{token['id']}"]
+    assert (event["key"], event["request_id"], event["score"], event["comment"]) == (
+        "thumbs",
+        "req-1",
+        1.0,
+        "great",
+    )
+    assert event["correction"] == '{"text":"x"}'
+    assert event["config"]["type"] == "CONTINUOUS" and event["config"]["max"] == 1.0
+    assert event["source"] == {
+        "type": "APP_USER",
+        "source_id": f"token:{token['id']}",
+        "model": None,
+        "model_version": None,
+        "run_id": None,
+    }
+    assert len(events) == 5
+    assert sum(1 for e in events if e.startswith(f"tok-{link_token_id}-")) == 3
+
+
+def test_presigned_url_refusals(service: Served) -> None:
+    token = issue(service, feedback_config=CONTINUOUS)
+    signer = TokenSigner((CURRENT,))
+    claims = signer.verify(token["token"])
+
+    def at(raw: str) -> str:
+        return f"/v1/feedback-tokens/{raw}"
+
+    expired = signer.sign(TokenClaims(**{**claims.__dict__, "expires_at": int(time.time()) - 1}))
+    refused(service.public.post(at(expired), json={"score": 1}), 401, "token expired at")
+
+    version, kid, body, sig = token["token"].split(".")
+    data = json.loads(base64.urlsafe_b64decode(body + "=="))
+    data["rid"] = "someone-elses-request"
+    tampered = base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+    refused(
+        service.public.post(at(f"{version}.{kid}.{tampered}.{sig}"), json={"score": 1}),
+        401,
+        "signature does not match",
+    )
+    forged = TokenSigner((TokenSecret(kid="v2", secret=SecretStr("guessed-secret-" + "g" * 20)),)).sign(
+        claims
+    )
+    refused(service.public.post(at(forged), json={"score": 1}), 401, "signature does not match")
+    unknown = TokenSigner((TokenSecret(kid="v9", secret=SecretStr("g" * 32)),)).sign(claims)
+    refused(service.public.get(at(unknown), params={"score": 1}), 401, "unknown key id 'v9'")
+    refused(service.public.post(at("not-a-token"), json={"score": 1}), 401, "malformed token")
+
+    refused(
+        service.public.post(token["url"], json={"score": 1, "request_id": "req-2"}),
+        403,
+        "token is for request 'req-1', not 'req-2'",
+    )
+    refused(
+        service.public.post(token["url"], json={"score": 1, "key": "stars"}), 403, "feedback key 'thumbs'"
+    )
+    refused(
+        service.public.post(token["url"], json={"score": 5}), 422, "score: 5.0 is above the config's max 1.0"
+    )
+    refused(service.public.get(token["url"], params={"score": "lots"}), 422, "score")
+    category = issue(service, feedback_key="verdict", feedback_config=CATEGORICAL)
+    refused(
+        service.public.post(category["url"], json={"value": "meh"}), 422, "'meh' is not an allowed category"
+    )
+    assert service.public.post(category["url"], json={"value": "good", "score": 1}).status_code == 202
+
+    refused(
+        service.public.post("/v1/feedback-tokens", json={"request_id": "r", "feedback_key": "k"}),
+        401,
+        "missing X-API-Key",
+    )
+    refused(
+        service.client.post(
+            "/v1/feedback-tokens", json={"request_id": "r", "feedback_key": "k", "expires_in": 10**9}
+        ),
+        422,
+        "expires_in",
+        "maximum",
+    )
+    refused(
+        service.client.post(
+            "/v1/feedback-tokens",
+            json={"request_id": "r", "feedback_key": "k", "feedback_config": {"type": "CATEGORICAL"}},
+        ),
+        422,
+        "categories",
+    )
+    # The refused submissions did not burn the single-use token.
+    assert service.public.post(token["url"], json={"score": 0}).status_code == 202
+
+
+# --------------------------------------------------------------------------- limits and CORS
+def test_rate_limits_answer_429_with_retry_after(make_settings: Callable[..., Settings]) -> None:
+    with serve(
+        make_settings(partitions=1), key_rate=0.01, key_burst=3, token_rate=0.01, token_burst=2
+    ) as served:
+        statuses = [served.client.get("/v1/feedback").status_code for _ in range(3)]
+        assert statuses == [200, 200, 200]
+        limited = refused(served.client.get("/v1/feedback"), 429, "rate limit of this API key")
+        assert limited["error"] == "rate_limited"
+        response = served.client.get("/v1/feedback")
+        assert int(response.headers["Retry-After"]) >= 1
+
+        signer = TokenSigner((CURRENT,))
+        token, _ = signer.issue("req-1", "thumbs", 600, TokenReuse.EXPIRY)
+        url = f"/v1/feedback-tokens/{token}"
+        assert [served.public.get(url, params={"score": 1}).status_code for _ in range(2)] == [202, 202]
+        response = served.public.get(url, params={"score": 1})
+        refused(response, 429, "rate limit of this token")
+        assert int(response.headers["Retry-After"]) >= 1
+        other, _ = signer.issue("req-1", "thumbs", 600, TokenReuse.EXPIRY)  # buckets are per token
+        assert served.public.get(f"/v1/feedback-tokens/{other}", params={"score": 1}).status_code == 202
+
+
+def test_cors_for_browser_widgets(make_settings: Callable[..., Settings]) -> None:
+    with serve(make_settings(partitions=1, create=False), cors_origins=("https://app.example",)) as served:
+        preflight = served.public.options(
+            "/v1/feedback-tokens/x",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        assert "POST" in preflight.headers["access-control-allow-methods"]
+        denied = served.public.options(
+            "/v1/feedback-tokens/x",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert "access-control-allow-origin" not in denied.headers
+        simple = served.public.get("/healthz", headers={"Origin": "https://app.example"})
+        assert simple.headers["access-control-allow-origin"] == "https://app.example"
+
+
+# --------------------------------------------------------------------------- the OpenAPI spec, fuzzed
+def test_openapi_property_based_run_finds_no_server_error(service: Served) -> None:
+    """Schemathesis generates requests from /openapi.json (with and without the API key): no 5xx."""
+    import schemathesis
+
+    spec = service.client.get("/openapi.json")
+    assert spec.status_code == 200
+    paths = spec.json()["paths"]
+    assert {
+        "/v1/feedback",
+        "/v1/feedback/batch",
+        "/v1/feedback/{feedback_id}",
+        "/v1/feedback-tokens",
+        "/v1/feedback-tokens/{token}",
+        "/v1/requests/{request_id}",
+    } <= set(paths)
+
+    schema = schemathesis.openapi.from_dict(spec.json())
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 10
+    failures: list[str] = []
+    statuses: dict[int, int] = {}
+
+    def fuzz(operation: Any) -> Callable[[], None]:
+        @settings(
+            max_examples=30,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate, Phase.shrink],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=operation.as_strategy())
+        def check(case: Any) -> None:
+            generated = dict(case.headers or {})
+            # First with a valid key (so the handlers run), then with whatever header was generated.
+            for headers in ({**generated, "X-API-Key": API_KEY}, generated):
+                case.headers = headers
+                response = case.call(base_url=service.url, timeout=30)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                assert response.status_code < 500, (
+                    f"{operation.label} answered {response.status_code}: path {case.path_parameters}, "
+                    f"query {case.query}, body {case.body!r:.300}: {response.text[:200]}"
+                )
+
+        return check
+
+    for operation in operations:
+        try:
+            fuzz(operation)()
+        except AssertionError as exc:
+            failures.append(str(exc))
+    assert not failures, failures
+    assert sum(statuses.values()) >= 10 * len(operations), statuses  # it did generate and send requests
+    assert any(200 <= status < 300 for status in statuses), statuses  # and some got past the checks
+
+
+class TinyRegistry(http.server.ThreadingHTTPServer):
+    """The two Schema Registry REST calls, in memory: the Kafka broker stays real, only the registry is small."""
+
+    def __init__(self) -> None:
+        self.schemas: list[str] = []
+        self.subjects: list[str] = []
+        registry = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                schema = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["schema"]
+                if schema not in registry.schemas:
+                    registry.schemas.append(schema)
+                registry.subjects.append(self.path.split("/")[2])
+                self._answer(200, {"id": registry.schemas.index(schema) + 1})
+
+            def do_GET(self) -> None:
+                index = int(self.path.rsplit("/", 1)[1]) - 1
+                if 0 <= index < len(registry.schemas):
+                    self._answer(200, {"schema": registry.schemas[index]})
+                else:
+                    self._answer(404, {"error_code": 40403, "message": "Schema not found"})
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def test_schema_registry_framing_when_configured(make_settings: Callable[..., Settings]) -> None:
+    registry = TinyRegistry()
+    thread = threading.Thread(target=registry.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{registry.server_address[1]}"
+        settings = make_settings(partitions=1, schema_registry_url=url)
+        with serve(settings) as served:
+            body = {"id": "sr-1", "request_id": "r", "key": "k", "score": 1}
+            assert served.client.post("/v1/feedback", json=body).status_code == 202
+        assert registry.subjects == [f"{settings.feedback_topic}-value"]
+        [(_, value)] = topic_messages(settings)
+        assert value[:1] == b"\x00" and int.from_bytes(value[1:5], "big") == 1  # Confluent framing
+        [event] = topic_events(settings, codec_for(settings))
+        assert (event["feedback_id"], event["score"]) == ("sr-1", 1.0)
+    finally:
+        registry.shutdown()
+        registry.server_close()
+
+
+def test_unacknowledged_write_answers_503(make_settings: Callable[..., Settings]) -> None:
+    """No broker answers: the write is refused with 503 once the delivery timeout passed, never a 2xx."""
+    unreachable = make_settings(create=False, bootstrap_servers="127.0.0.1:1")
+    with serve(unreachable, ack_timeout=1.0) as served:
+        body = {"id": "lost-1", "request_id": "r", "key": "k", "score": 1}
+        response = served.client.post("/v1/feedback", json=body)
+        refused(response, 503, "the broker did not acknowledge", "retry with the same feedback id")
+        assert response.headers["Retry-After"] == "5"
+        # Failures are not cached: the retry is sent again (and refused again), not replayed.
+        assert "Idempotent-Replayed" not in served.client.post("/v1/feedback", json=body).headers
+
+
+# --------------------------------------------------------------------------- the command
+def test_serve_command_shuts_down_gracefully(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """``prefpair serve`` in a subprocess: keys from a file, SIGTERM flushes, no secret in the logs."""
+    settings = make_settings(partitions=1)
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"# production\n{API_KEY}\n")
+    port = free_socket().getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFPAIR_")}
+    env.update(
+        PREFPAIR_BOOTSTRAP_SERVERS=str(settings.bootstrap_servers),
+        PREFPAIR_HOME=str(settings.home),
+        PREFPAIR_FEEDBACK_TOPIC=settings.feedback_topic,
+        PREFPAIR_INFERENCE_TOPIC=settings.inference_topic,
+        PREFPAIR_TOKEN_SECRETS=f"{CURRENT.kid}:{CURRENT.secret.get_secret_value()}",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prefpair.cli", "serve", "--port", str(port), "--api-keys-file", str(keys)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.communicate()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).json()["status"] == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "prefpair serve did not come up"
+            time.sleep(0.2)
+        headers = {"X-API-Key": API_KEY}
+        created = httpx.post(
+            f"{url}/v1/feedback",
+            headers=headers,
+            json={"id": "cli-1", "request_id": "r", "key": "k", "score": 1},
+        )
+        assert created.status_code == 202, created.text
+        token = httpx.post(
+            f"{url}/v1/feedback-tokens", headers=headers, json={"request_id": "r", "feedback_key": "k"}
+        ).json()
+        assert token["url"].startswith(f"http://127.0.0.1:{port}/v1/feedback-tokens/pp1.v2.")
+        assert httpx.get(token["url"], params={"score": 1}).status_code == 202
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "flushed and closed the producer" in stderr
+    assert API_KEY not in stderr + stdout
+    assert token["token"] not in stderr + stdout  # access log lines mask presigned tokens
+    assert "/v1/feedback-tokens/<token>" in stderr
+    assert len(events_of(settings, "cli-1")) == 1
+
+
+def test_serve_command_needs_api_keys(run_cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    result = run_cli("serve", env={"PREFPAIR_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+    assert result.returncode == 2
+    assert "api_keys" in result.stderr and "PREFPAIR_API_KEYS" in result.stderr
