@@ -1,0 +1,130 @@
+"""``build_report``: read the log, compute every section, write report.html and report.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prefpair.report import analyses
+from prefpair.report.config import ReportConfig
+from prefpair.report.load import LogData, load_log
+from prefpair.report.render import PLOT_IDS, render_html
+
+HTML_NAME = "report.html"
+JSON_NAME = "report.json"
+
+
+@dataclass(frozen=True)
+class Report:
+    """A written report: where its files are, and every number in it (``data``, as in report.json)."""
+
+    html_path: Path
+    json_path: Path
+    data: dict[str, Any] = field(repr=False)
+
+    @property
+    def ratings(self) -> dict[str, Any]:
+        return dict(self.data["ratings"])
+
+    @property
+    def bias(self) -> dict[str, Any]:
+        return dict(self.data["bias"])
+
+    @property
+    def agreement(self) -> dict[str, Any]:
+        return dict(self.data["agreement"])
+
+    @property
+    def health(self) -> dict[str, Any] | None:
+        """None for a report over a compiled dataset (it keeps no feedback events)."""
+        health = self.data["health"]
+        return None if health is None else dict(health)
+
+
+def build_report(log_dir: Path, out_dir: Path, config: ReportConfig | None = None) -> Report:
+    """Analyse the committed log in ``log_dir`` (or ``config.dataset``, a compiled dataset) and
+    write ``report.html`` and ``report.json`` into ``out_dir``, each atomically."""
+    config = config or ReportConfig()
+    if config.dataset is not None:
+        from prefpair.report.dataset import load_dataset
+
+        data = load_dataset(config.dataset)
+        source = str(config.dataset)
+    else:
+        data = load_log(Path(log_dir))
+        source = str(log_dir)
+    try:
+        content = compute(data, config)
+    finally:
+        data.con.close()
+    content["inputs"] = {
+        "source": source,
+        "files": data.files,
+        "config": config.model_dump(mode="json"),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html_path, json_path = out_dir / HTML_NAME, out_dir / JSON_NAME
+    _write_atomic(json_path, json.dumps(_jsonable(content), indent=2, sort_keys=False, allow_nan=False) + "\n")
+    _write_atomic(html_path, render_html(content))
+    return Report(html_path=html_path, json_path=json_path, data=_jsonable(content))
+
+
+def compute(data: LogData, config: ReportConfig) -> dict[str, Any]:
+    """Every section of the report as one JSON-ready dict."""
+    rng = np.random.default_rng(config.seed)
+    comps = data.comparisons
+    ratings = analyses.ratings(comps, config, rng)
+    bias = analyses.bias(comps, config)
+    content: dict[str, Any] = {
+        "title": config.title,
+        "generated_at": datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "plots": list(PLOT_IDS),
+        "ratings": ratings,
+        "ratings_per_source": None,
+        "bias": bias,
+        "agreement": analyses.agreement(comps),
+        "health": analyses.health(data, config) if data.kind == "log" else None,
+    }
+    if config.per_source:
+        content["ratings_per_source"] = {
+            source: analyses.ratings(comps.select(comps.source_type == source), config, rng)
+            for source in sorted(set(comps.source_type.tolist()))
+        }
+    return content
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types; NaN and infinities become null."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    fd, temp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)  # mkstemp makes it private; a report is for reading
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,43 @@
+"""What a report covers and how its statistics are computed: one frozen, validated object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_BOOTSTRAP_ROUNDS = 200
+DEFAULT_ELO_K = 4.0
+ELO_SCALE = 400.0
+ELO_BASE = 10.0
+ELO_INIT = 1000.0
+
+
+class ReportConfig(BaseModel):
+    """Options of :func:`~prefpair.report.build_report`.
+
+    Optional inputs that only the consumer or the compile job know: ``dead_letters`` (a count,
+    or the path of a JSON metrics file holding a ``dead_letters`` number) and ``manifest`` (the
+    ``manifest.json`` of the last compile, whose ``drop_counts`` the report shows).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_rounds: int = Field(default=DEFAULT_BOOTSTRAP_ROUNDS, ge=0, le=100_000)
+    seed: int = Field(default=0, description="Seed of the bootstrap resampling: same input, same report.")
+    elo_k: float = Field(default=DEFAULT_ELO_K, gt=0)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    per_source: bool = Field(default=False, description="Also rate models separately per source type.")
+    score_pairs_in_ratings: bool = Field(
+        default=False,
+        description="Also rate from pairs implied by two scores of one source on one request "
+        "(reward models); they always count for agreement.",
+    )
+    bt_prior: float = Field(
+        default=0.01, ge=0, description="L2 penalty on Bradley-Terry strengths: keeps undefeated models finite."
+    )
+    time_buckets: int = Field(default=24, ge=2, le=500, description="Points of the over-time plots.")
+    dead_letters: int | Path | None = None
+    manifest: Path | None = None
+    dataset: Path | None = Field(default=None, description="Report over a compiled dataset instead of the log.")
+    title: str = "prefpair preference report"

@@ -1,0 +1,100 @@
+"""Read a compiled dataset (JSONL with provenance columns) as comparisons, best effort.
+
+A compiled dataset holds decisive pairs only (no ties, no presentation order, no feedback
+health), so a report over it has ratings, length checks and agreement, nothing more. Each
+line needs the models of both sides: ``chosen_model`` and ``rejected_model`` (compile with
+provenance columns). Optional: ``request_id``, ``source_type`` (or ``source``: a string or
+``{"type": ...}``), ``feedback_id``, ``feedback_timestamp_ms`` / ``timestamp_ms``, and the
+answers (``chosen`` / ``rejected`` or ``preferred_output`` / ``non_preferred_output``, as
+text or chat messages) for their lengths.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from prefpair.report.exceptions import EmptyLogError, ReportInputError
+from prefpair.report.load import Comparisons, LogData, create_empty_log_tables
+
+ANSWER_COLUMNS = (("chosen", "rejected"), ("preferred_output", "non_preferred_output"))
+
+
+def _length(value: Any) -> float:
+    """Characters of an answer given as text, a message, or a list of messages."""
+    if isinstance(value, str):
+        return float(len(value))
+    if isinstance(value, dict):
+        return _length(value.get("content"))
+    if isinstance(value, list) and value:
+        return float(sum(_length(m) for m in value if isinstance(m, dict) and m.get("role") == "assistant") or 0)
+    return float("nan")
+
+
+def _source(row: dict[str, Any]) -> str:
+    value = row.get("source_type", row.get("source"))
+    if isinstance(value, dict):
+        value = value.get("type")
+    return str(value) if value else "UNKNOWN"
+
+
+def load_dataset(dataset_dir: Path) -> LogData:
+    """Comparisons from every ``*.jsonl`` file under ``dataset_dir``."""
+    files = sorted(dataset_dir.rglob("*.jsonl")) if dataset_dir.is_dir() else []
+    if not files:
+        raise EmptyLogError(dataset_dir, "no *.jsonl files (is this a folder written by `prefpair compile`?)")
+    rows: list[dict[str, Any]] = []
+    for path in files:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ReportInputError("dataset", f"{path}:{number} is not JSON: {exc.msg}") from None
+                if row.get("chosen_model") and row.get("rejected_model"):
+                    rows.append(row)
+    if not rows:
+        raise ReportInputError(
+            "dataset", f"no line in {dataset_dir} names chosen_model and rejected_model: compile with provenance"
+        )
+    n = len(rows)
+    chosen_len = np.full(n, np.nan)
+    rejected_len = np.full(n, np.nan)
+    for i, row in enumerate(rows):
+        for chosen, rejected in ANSWER_COLUMNS:
+            if chosen in row and rejected in row:
+                chosen_len[i], rejected_len[i] = _length(row[chosen]), _length(row[rejected])
+                break
+    request = np.array(
+        [str(r.get("request_id") or r.get("prompt_id") or f"line-{i}") for i, r in enumerate(rows)], dtype=object
+    )
+    judgment = [str(r.get("feedback_id") or f"line-{i}") for i, r in enumerate(rows)]
+    _, cluster = np.unique(np.array(judgment, dtype=str), return_inverse=True)
+    comparisons = Comparisons(
+        cluster=cluster.astype(np.int64),
+        request_id=request,
+        source_type=np.array([_source(r) for r in rows], dtype=object),
+        source_key=np.array([str(r.get("source_id") or _source(r)) for r in rows], dtype=object),
+        origin=np.full(n, "dataset", dtype=object),  # every pair of a dataset rates, whatever its derivation
+        a_id=np.array([str(r.get("chosen_id") or "chosen") for r in rows], dtype=object),
+        b_id=np.array([str(r.get("rejected_id") or "rejected") for r in rows], dtype=object),
+        a_model=np.array([str(r["chosen_model"]) for r in rows], dtype=object),
+        b_model=np.array([str(r["rejected_model"]) for r in rows], dtype=object),
+        score_a=np.ones(n),
+        a_length=chosen_len,
+        b_length=rejected_len,
+        a_place=np.full(n, np.nan),
+        b_place=np.full(n, np.nan),
+        created_ms=np.array(
+            [float(r.get("feedback_timestamp_ms") or r.get("timestamp_ms") or 0) for r in rows], dtype=float
+        ),
+    )
+    con = duckdb.connect()
+    create_empty_log_tables(con)
+    return LogData(con=con, comparisons=comparisons, files={"dataset": len(files)}, kind="dataset")

@@ -1,0 +1,286 @@
+"""Read the committed log with DuckDB: resolve feedback, then derive the judged pairs.
+
+Resolution (per ``feedback_id``): events are ordered by ``(feedback_timestamp_ms,
+feedback_partition, feedback_offset)``; if the latest is a DELETE the feedback is gone;
+otherwise each field takes its latest non-null value among the events after the last DELETE,
+because an UPDATE carries only the fields it changes.
+
+A *comparison* is one judged pair of candidates of one request: a PAIRWISE judgment
+(PREFERRED or TIE), every pair of a RANKING (tied groups count as ties), and, for agreement
+(and ratings when asked), two SCOREs of one source on one key of one request.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from prefpair.report.exceptions import EmptyLogError, ReportInputError
+from prefpair.schemas.log import SCHEMAS, table_files
+
+ORDER = "feedback_timestamp_ms, feedback_partition, feedback_offset"
+
+# Columns that an UPDATE may leave null to keep the earlier value.
+_JUDGMENT_COLUMNS = (
+    "key",
+    "kind",
+    "outcome",
+    "chosen_id",
+    "rejected_id",
+    "ranking",
+    "candidate_id",
+    "score",
+    "value",
+    "comment",
+    "correction",
+    "config",
+    "source",
+)
+_INFERENCE_COLUMNS = ("inference_timestamp_ms", "candidates", "presentation_order")
+
+RESOLVE_SQL = f"""
+CREATE TEMP TABLE ordered AS
+SELECT *, row_number() OVER (PARTITION BY feedback_id ORDER BY {ORDER}) AS seq FROM feedback_raw;
+
+CREATE TEMP TABLE marks AS
+SELECT feedback_id, max(seq) AS last_seq,
+       coalesce(max(seq) FILTER (WHERE op = 'DELETE'), 0) AS last_delete,
+       arg_max(source.type, seq) AS any_source_type
+FROM ordered GROUP BY feedback_id;
+
+CREATE TEMP TABLE resolved AS
+SELECT o.feedback_id,
+       arg_min(o.request_id, o.seq) AS request_id,
+       min(o.feedback_timestamp_ms) AS created_ms,
+       max(o.feedback_timestamp_ms) AS updated_ms,
+       count(*) AS events,
+       {", ".join(f"arg_max(o.{c}, o.seq) AS {c}" for c in _JUDGMENT_COLUMNS + _INFERENCE_COLUMNS)}
+FROM ordered o JOIN marks m USING (feedback_id)
+WHERE m.last_delete < m.last_seq AND o.seq > m.last_delete
+GROUP BY o.feedback_id;
+
+CREATE TEMP TABLE live AS
+SELECT *, source.type AS source_type,
+       source.type || '/' || coalesce(source.source_id, source.model || coalesce(':' || source.model_version, ''),
+                                      source.run_id, '?') AS source_key
+FROM resolved WHERE kind IS NOT NULL AND source IS NOT NULL;
+
+CREATE TEMP TABLE candidate AS
+SELECT request_id, c.candidate_id AS candidate_id,
+       c.model_name || coalesce(':' || c.model_version, '') AS model,
+       CAST(coalesce(length(c.text),
+                     list_sum(list_transform(c.messages, lambda m: length(m.content)))) AS BIGINT) AS length,
+       list_position(presentation_order, c.candidate_id) - 1 AS place
+FROM (SELECT request_id, unnest(candidates) AS c, presentation_order
+      FROM (SELECT request_id, any_value(candidates) AS candidates,
+                   any_value(presentation_order) AS presentation_order
+            FROM live GROUP BY request_id));
+"""
+
+PAIRS_SQL = """
+CREATE TEMP TABLE judged AS
+SELECT feedback_id AS cluster, feedback_id, request_id, source_type, source_key, key, 'pairwise' AS origin,
+       chosen_id AS a_id, rejected_id AS b_id,
+       CASE WHEN outcome = 'TIE' THEN 0.5 ELSE 1.0 END AS score_a, created_ms, inference_timestamp_ms
+FROM live
+WHERE kind = 'PAIRWISE' AND outcome IN ('PREFERRED', 'TIE') AND chosen_id IS NOT NULL
+      AND rejected_id IS NOT NULL AND chosen_id <> rejected_id;
+
+INSERT INTO judged
+WITH groups AS (
+    SELECT feedback_id, unnest(ranking) AS grp, generate_subscripts(ranking, 1) AS gi
+    FROM live WHERE kind = 'RANKING' AND ranking IS NOT NULL),
+members AS (SELECT feedback_id, gi, unnest(grp) AS cid FROM groups)
+SELECT l.feedback_id, l.feedback_id, l.request_id, l.source_type, l.source_key, l.key, 'ranking',
+       x.cid, y.cid, CASE WHEN x.gi < y.gi THEN 1.0 ELSE 0.5 END, l.created_ms, l.inference_timestamp_ms
+FROM members x
+JOIN members y ON x.feedback_id = y.feedback_id AND (x.gi < y.gi OR (x.gi = y.gi AND x.cid < y.cid))
+JOIN live l ON l.feedback_id = x.feedback_id;
+
+INSERT INTO judged
+WITH scores AS (
+    SELECT request_id, key, source_type, source_key, candidate_id,
+           arg_max(score, created_ms) AS score, arg_max(feedback_id, created_ms) AS feedback_id,
+           max(created_ms) AS created_ms, any_value(inference_timestamp_ms) AS inference_timestamp_ms
+    FROM live WHERE kind = 'SCORE' AND score IS NOT NULL AND candidate_id IS NOT NULL
+    GROUP BY ALL)
+SELECT x.request_id || '|' || coalesce(x.key, '') || '|' || x.source_key, x.feedback_id || '+' || y.feedback_id,
+       x.request_id, x.source_type, x.source_key, x.key, 'score',
+       x.candidate_id, y.candidate_id,
+       CASE WHEN x.score > y.score THEN 1.0 WHEN x.score = y.score THEN 0.5 ELSE 0.0 END,
+       greatest(x.created_ms, y.created_ms), x.inference_timestamp_ms
+FROM scores x JOIN scores y
+  ON x.request_id = y.request_id AND x.key IS NOT DISTINCT FROM y.key AND x.source_key = y.source_key
+     AND x.candidate_id < y.candidate_id;
+
+CREATE TEMP TABLE comparisons AS
+SELECT j.*, ca.model AS a_model, cb.model AS b_model, ca.length AS a_length, cb.length AS b_length,
+       ca.place AS a_place, cb.place AS b_place
+FROM judged j
+JOIN candidate ca ON ca.request_id = j.request_id AND ca.candidate_id = j.a_id
+JOIN candidate cb ON cb.request_id = j.request_id AND cb.candidate_id = j.b_id
+ORDER BY j.created_ms, j.feedback_id, j.a_id, j.b_id;
+"""
+
+
+@dataclass(frozen=True)
+class Comparisons:
+    """Judged pairs as numpy columns (one entry per pair); ``score_a`` is 1, 0.5 or 0."""
+
+    cluster: np.ndarray  # int codes: pairs of one judgment share a code (for resampling)
+    request_id: np.ndarray
+    source_type: np.ndarray
+    source_key: np.ndarray
+    origin: np.ndarray
+    a_id: np.ndarray
+    b_id: np.ndarray
+    a_model: np.ndarray
+    b_model: np.ndarray
+    score_a: np.ndarray
+    a_length: np.ndarray  # float, NaN when unknown
+    b_length: np.ndarray
+    a_place: np.ndarray  # float, NaN when not in the presentation order
+    b_place: np.ndarray
+    created_ms: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.score_a)
+
+    def select(self, mask: np.ndarray) -> Comparisons:
+        return Comparisons(**{name: getattr(self, name)[mask] for name in self.__dataclass_fields__})
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table) -> Comparisons:
+        def strings(name: str) -> np.ndarray:
+            return np.array(table.column(name).to_pylist(), dtype=object)
+
+        def floats(name: str) -> np.ndarray:
+            return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=float)
+
+        _, cluster = np.unique(strings("cluster").astype(str), return_inverse=True)
+        return cls(
+            cluster=cluster.astype(np.int64),
+            request_id=strings("request_id"),
+            source_type=strings("source_type"),
+            source_key=strings("source_key"),
+            origin=strings("origin"),
+            a_id=strings("a_id"),
+            b_id=strings("b_id"),
+            a_model=strings("a_model"),
+            b_model=strings("b_model"),
+            score_a=floats("score_a"),
+            a_length=floats("a_length"),
+            b_length=floats("b_length"),
+            a_place=floats("a_place"),
+            b_place=floats("b_place"),
+            created_ms=floats("created_ms"),
+        )
+
+
+@dataclass(frozen=True)
+class LogData:
+    """What the report reads from the log: an open DuckDB connection with the tables
+    ``feedback_raw``, ``inference_raw``, ``orphans_raw``, ``marks``, ``live`` and ``candidate``,
+    and the comparisons."""
+
+    con: duckdb.DuckDBPyConnection
+    comparisons: Comparisons
+    files: dict[str, int]
+    kind: str = "log"  # or "dataset": a compiled dataset, without the log's health tables
+
+    def rows(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
+        """Run a query and return its rows as dicts."""
+        cursor = self.con.execute(sql, params) if params is not None else self.con.execute(sql)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def scalar(self, sql: str) -> Any:
+        row = self.con.execute(sql).fetchone()
+        return None if row is None else row[0]
+
+
+def _load_table(con: duckdb.DuckDBPyConnection, name: str, files: list[Path], table: str) -> None:
+    if files:
+        con.execute(
+            f"CREATE TEMP TABLE {name} AS SELECT * FROM read_parquet($files, union_by_name = true)",
+            {"files": [str(f) for f in files]},
+        )
+    else:  # an empty table of the contract's schema, so every query still runs
+        empty = SCHEMAS[table].empty_table()
+        con.register(f"{name}_empty", empty)
+        con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {name}_empty")
+        con.unregister(f"{name}_empty")
+
+
+def create_empty_log_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """The log's tables with no rows, for reports over something else than a log."""
+    for name, table in (("feedback_raw", "feedback"), ("inference_raw", "inference"), ("orphans_raw", "orphans")):
+        _load_table(con, name, [], table)
+
+
+def load_log(log_dir: Path) -> LogData:
+    """Read the committed segments of ``log_dir``; raise EmptyLogError when there are none."""
+    files = {table: table_files(log_dir, table) for table in SCHEMAS}
+    if not files["inference"] and not files["feedback"]:
+        reason = "no committed segments (is this the log folder of `prefpair consume`?)"
+        if not log_dir.is_dir():
+            reason = "the folder does not exist"
+        raise EmptyLogError(log_dir, reason)
+    con = duckdb.connect()
+    _load_table(con, "feedback_raw", files["feedback"], "feedback")
+    _load_table(con, "inference_raw", files["inference"], "inference")
+    _load_table(con, "orphans_raw", files["orphans"], "orphans")
+    con.execute(RESOLVE_SQL)
+    con.execute(PAIRS_SQL)
+    comparisons = Comparisons.from_arrow(con.sql("SELECT * FROM comparisons").to_arrow_table())
+    return LogData(con=con, comparisons=comparisons, files={t: len(f) for t, f in files.items()})
+
+
+def read_dead_letters(value: int | Path | None) -> int | None:
+    """A dead-letter count given as a number, or read from a JSON metrics file (the first
+    ``dead_letters`` / ``dead_letter_count`` number found, at any depth)."""
+    if value is None or isinstance(value, int):
+        return value
+    data = _read_json(value, "dead_letters")
+
+    def find(node: Any) -> int | None:
+        if isinstance(node, dict):
+            for name in ("dead_letters", "dead_letter_count", "dead_lettered"):
+                if isinstance(node.get(name), int | float) and not isinstance(node.get(name), bool):
+                    return int(node[name])
+            for child in node.values():
+                found = find(child)
+                if found is not None:
+                    return found
+        return None
+
+    count = find(data)
+    if count is None:
+        raise ReportInputError("dead_letters", f"{value} holds no dead_letters count")
+    return count
+
+
+def read_drop_counts(manifest: Path | None) -> dict[str, int] | None:
+    """The ``drop_counts`` of a compile manifest, or None when no manifest is given or it has none."""
+    if manifest is None:
+        return None
+    data = _read_json(manifest, "manifest")
+    drops = data.get("drop_counts") if isinstance(data, dict) else None
+    if not isinstance(drops, dict):
+        return None
+    return {str(k): int(v) for k, v in drops.items() if isinstance(v, int | float)}
+
+
+def _read_json(path: Path, field: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ReportInputError(field, f"cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ReportInputError(field, f"{path} is not JSON: {exc.msg} at line {exc.lineno}") from None
