@@ -49,17 +49,8 @@ def feedback_row(record: dict[str, Any], topic: str, partition: int, offset: int
     return row
 
 
-def _approx_size(row: dict[str, Any]) -> int:
-    size = 200
-    for value in row.values():
-        if isinstance(value, str):
-            size += len(value)
-        elif isinstance(value, list):
-            size += 100 * len(value)
-            for item in value:
-                if isinstance(item, dict):
-                    size += sum(len(v) for v in item.values() if isinstance(v, str))
-    return size
+PYTHON_OVERHEAD = 3
+"""Decoded rows take about this many times their Avro size in memory (dicts, str objects)."""
 
 
 class HotState:
@@ -190,7 +181,7 @@ class PartitionJoin:
         request_id = row["request_id"]
         self.out.inference.append(row)
         self.open_inference[request_id] = row
-        self.hot.put(self.partition, request_id, row, _approx_size(row))
+        self.hot.put(self.partition, request_id, row, size * PYTHON_OVERHEAD)
         self._touch(size)
         waiting = self.pending.pop(request_id, None)
         if waiting:

@@ -36,11 +36,22 @@ class RunStats:
     hot_evictions: int = 0
     landed_lookups: int = 0
     rebalances: int = 0
+    rss_bytes: int = 0
+    busy_seconds: float = 0.0
     assigned_partitions: list[int] = field(default_factory=list)
     lag: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
+
+
+def current_rss() -> int:
+    """Resident memory of this process in bytes (Linux ``/proc``; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -56,7 +67,8 @@ def write_metrics(path: Path, stats: RunStats, group_id: str) -> None:
     lines = []
     for name, value in stats.to_json().items():
         if isinstance(value, int):
-            kind = "gauge" if name in {"pending", "hot_entries", "hot_bytes", "hot_budget_bytes"} else "counter"
+            gauges = {"pending", "hot_entries", "hot_bytes", "hot_budget_bytes", "rss_bytes"}
+            kind = "gauge" if name in gauges else "counter"
             metric = f"prefpair_consumer_{name}" + ("_total" if kind == "counter" else "")
             lines += [f"# TYPE {metric} {kind}", f'{metric}{{group="{group_id}"}} {value}']
     lines.append("# TYPE prefpair_consumer_lag gauge")

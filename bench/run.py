@@ -1,0 +1,468 @@
+"""Benchmarks of prefpair against raw baselines measured in the same run.
+
+    .venv/bin/python bench/run.py [--quick] [--bootstrap-servers HOST:PORT]
+
+Each section measures the raw building block first (bare fastavro + raw librdkafka produce,
+raw consume + fastavro decode, a bare DuckDB COPY ... TO) and then prefpair doing the same
+work, on the same machine in the same run, and reports the ratio. Results go to
+bench/results/latest.json and bench/results/latest.md (the table the README shows). With no
+cluster configured, the local broker is started in a temporary folder and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+from fastavro import schemaless_writer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workload import inference_kwargs
+
+from prefpair.config import Settings
+from prefpair.schemas import FeedbackEvent, InferenceEvent
+from prefpair.schemas.registry import FEEDBACK, INFERENCE, default_schema_set
+from prefpair.schemas.wire import SingleObjectCodec
+from prefpair.topics import create_topics
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Row:
+    """One line of the results table: prefpair's figure beside its baseline."""
+
+    section: str
+    metric: str
+    prefpair: float
+    baseline: float | None
+    unit: str
+    target: str = ""
+    higher_is_better: bool = True
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline in (None, 0):
+            return None
+        return self.prefpair / self.baseline  # type: ignore[operator]
+
+
+@dataclass
+class Results:
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        ratio = f"  ratio {row.ratio:.2f}" if row.ratio is not None else ""
+        base = f"  baseline {row.baseline:,.1f}" if row.baseline is not None else ""
+        print(f"  {row.section:9} {row.metric:44} {row.prefpair:>12,.1f} {row.unit}{base}{ratio}", flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def unique_settings(bootstrap: str, home: Path, partitions: int = 4) -> Settings:
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings(
+        bootstrap_servers=bootstrap,
+        home=home / suffix,
+        inference_topic=f"bench.{suffix}.inference",
+        feedback_topic=f"bench.{suffix}.feedback",
+        dead_letter_topic=f"bench.{suffix}.dead-letters",
+        partitions=partitions,
+    )
+    create_topics(settings)
+    return settings
+
+
+def raw_producer(bootstrap: str) -> Producer:
+    """The floor: librdkafka with the same delivery guarantees prefpair asks for."""
+    return Producer({
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 2_000_000,
+    })
+
+
+# --------------------------------------------------------------------------- producer
+def bench_producer(results: Results, bootstrap: str, home: Path, events: int) -> None:
+    from prefpair.producers import PreferenceLogger
+
+    rng = random.Random(1)
+    kwargs = [inference_kwargs(rng, i) for i in range(events)]
+    schema = default_schema_set().readers[INFERENCE]
+    header = SingleObjectCodec()._headers[INFERENCE]
+    # What a bare Avro producer would send: the full record dict, already built.
+    records = [
+        InferenceEvent.parse({"event_id": uuid.uuid4().hex, "timestamp_ms": int(time.time() * 1000), **k}).to_avro()
+        for k in kwargs
+    ]
+
+    settings = unique_settings(bootstrap, home)
+    producer = raw_producer(bootstrap)
+    per_call: list[float] = []
+    start = time.perf_counter()
+    for record in records:
+        t0 = time.perf_counter_ns()
+        buffer = io.BytesIO()
+        buffer.write(header)
+        schemaless_writer(buffer, schema, record)
+        producer.produce(settings.inference_topic, buffer.getvalue(), record["request_id"].encode())
+        producer.poll(0)
+        per_call.append((time.perf_counter_ns() - t0) / 1000)
+    producer.flush(60)
+    raw_rate = events / (time.perf_counter() - start)
+    raw_p50, raw_p99 = percentile(per_call, 0.5), percentile(per_call, 0.99)
+
+    settings = unique_settings(bootstrap, home)
+    per_call = []
+    with PreferenceLogger(settings) as logger:
+        start = time.perf_counter()
+        for k in kwargs:
+            t0 = time.perf_counter_ns()
+            logger.log_inference(**k)
+            per_call.append((time.perf_counter_ns() - t0) / 1000)
+        logger.flush(60)
+        rate = events / (time.perf_counter() - start)
+        p50, p99 = percentile(per_call, 0.5), percentile(per_call, 0.99)
+
+        pref_calls: list[float] = []
+        for k in kwargs[: events // 2]:
+            t0 = time.perf_counter_ns()
+            logger.log_preference(k["request_id"], chosen="a", rejected="b", source="APP_USER")
+            pref_calls.append((time.perf_counter_ns() - t0) / 1000)
+        logger.flush(60)
+
+    results.add(Row("producer", "log_inference p50 per call", p50, raw_p50, "µs", "≤ 1.5x floor", False))
+    results.add(Row("producer", "log_inference p99 per call", p99, raw_p99, "µs", "< 250 µs", False))
+    results.add(Row("producer", "log_preference p50 per call", percentile(pref_calls, 0.5), None, "µs", "", False))
+    results.add(Row("producer", "log_preference p99 per call", percentile(pref_calls, 0.99), None, "µs",
+                    "< 250 µs", False))
+    results.add(Row("producer", "sustained inference events/s (to acked)", rate, raw_rate, "ev/s", "≥ 0.67x floor"))
+
+
+# --------------------------------------------------------------------------- consumer
+def encoded_events(n: int, seed: int = 2) -> list[tuple[str, str, bytes]]:
+    """``(kind, request_id, bytes)`` for n inference events and one feedback event each."""
+    rng = random.Random(seed)
+    codec = SingleObjectCodec()
+    out: list[tuple[str, str, bytes]] = []
+    now = int(time.time() * 1000)
+    for i in range(n):
+        k = inference_kwargs(rng, i)
+        record = InferenceEvent.parse({"event_id": uuid.uuid4().hex, "timestamp_ms": now, **k}).to_avro()
+        out.append(("inference", k["request_id"], codec.encode(INFERENCE, record)))
+        feedback = FeedbackEvent.parse({
+            "event_id": uuid.uuid4().hex, "feedback_id": uuid.uuid4().hex, "op": "CREATE",
+            "request_id": k["request_id"], "timestamp_ms": now + 1000, "key": "preference", "kind": "PAIRWISE",
+            "outcome": "PREFERRED", "chosen_id": "a", "rejected_id": "b", "source": {"type": "APP_USER"},
+        }).to_avro()  # fmt: skip
+        out.append(("feedback", k["request_id"], codec.encode(FEEDBACK, feedback)))
+    return out
+
+
+def load_topics(settings: Settings, events: list[tuple[str, str, bytes]]) -> None:
+    producer = raw_producer(settings.bootstrap_servers or "")
+    for kind, key, value in events:
+        topic = settings.inference_topic if kind == "inference" else settings.feedback_topic
+        while True:
+            try:
+                producer.produce(topic, value, key.encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(120) == 0
+
+
+def raw_consume_decode(settings: Settings, expected: int) -> float:
+    """The floor: one librdkafka consumer reading both topics and fastavro-decoding every message."""
+    codec = SingleObjectCodec()
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": uuid.uuid4().hex,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    consumer.subscribe([settings.inference_topic, settings.feedback_topic])
+    seen = 0
+    start: float | None = None
+    while seen < expected:
+        for msg in consumer.consume(1000, timeout=1.0):
+            if msg.error():
+                continue
+            if start is None:
+                start = time.perf_counter()
+            codec.decode(msg.value() or b"")
+            seen += 1
+    elapsed = time.perf_counter() - (start or time.perf_counter())
+    consumer.close()
+    return expected / elapsed
+
+
+def run_daemons(settings: Settings, processes: int, group: str) -> tuple[float, list[dict[str, Any]]]:
+    """Run ``processes`` consumer daemons until caught up; events/s over the busy span, and their stats."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFPAIR_")}
+    env.update({
+        "PREFPAIR_BOOTSTRAP_SERVERS": settings.bootstrap_servers or "", "PREFPAIR_HOME": str(settings.home),
+        "PREFPAIR_INFERENCE_TOPIC": settings.inference_topic, "PREFPAIR_FEEDBACK_TOPIC": settings.feedback_topic,
+        "PREFPAIR_DEAD_LETTER_TOPIC": settings.dead_letter_topic, "PREFPAIR_LOG_LEVEL": "WARNING",
+    })  # fmt: skip
+    command = [sys.executable, "-m", "prefpair.cli", "consume", "--until-caught-up", "--group-id", group]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    stats = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(f"consumer exited with {proc.returncode}")
+        stats.append(json.loads(out.strip().splitlines()[-1]))
+    consumed = sum(s["consumed"] for s in stats)
+    busy = max(s["busy_seconds"] for s in stats)
+    return consumed / busy, stats
+
+
+def bench_consumer(results: Results, bootstrap: str, home: Path, requests: int) -> None:
+    events = encoded_events(requests)
+    settings = unique_settings(bootstrap, home)
+    load_topics(settings, events)
+    raw_rate = raw_consume_decode(settings, len(events))
+    rate, stats = run_daemons(settings, 1, "bench-1")
+    results.add(Row("consumer", "events/s, 1 process (decode, join, Parquet)", rate, raw_rate, "ev/s", "≥ 0.5x raw"))
+    results.notes.append(
+        f"consumer: {stats[0]['joined']:,} joined rows in {stats[0]['segments']} segments; "
+        f"RSS {stats[0]['rss_bytes'] / 2**20:.0f} MB"
+    )
+
+    settings2 = unique_settings(bootstrap, home)
+    load_topics(settings2, events)
+    rate2, _ = run_daemons(settings2, 2, "bench-2")
+    results.add(Row("scaling", "events/s, 2 processes over 4 partitions", rate2, rate, "ev/s", "near 2x of 1 process"))
+
+
+def bench_memory(results: Results, bootstrap: str, home: Path, sizes: list[int]) -> None:
+    """RSS of the daemon holding n inference events that wait for feedback (the hot join state)."""
+    for n in sizes:
+        settings = unique_settings(bootstrap, home)
+        load_topics(settings, [e for e in encoded_events(n, seed=5) if e[0] == "inference"])
+        _, stats = run_daemons(settings, 1, "bench-mem")
+        results.add(Row("memory", f"RSS with {stats[0]['hot_entries']:,} pending inference events",
+                        stats[0]["rss_bytes"] / 2**20, None, "MB", "", False))  # fmt: skip
+
+
+# --------------------------------------------------------------------------- latency
+def bench_latency(results: Results, bootstrap: str, home: Path, count: int, rate_per_s: float) -> None:
+    """Feedback logged (SDK call returns) to its row in a committed Parquet file, default settings."""
+    import pyarrow.parquet as pq
+
+    from prefpair.producers import PreferenceLogger
+    from prefpair.schemas.log import committed_segments
+
+    settings = unique_settings(bootstrap, home)
+    rng = random.Random(3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFPAIR_")}
+    env.update({
+        "PREFPAIR_BOOTSTRAP_SERVERS": bootstrap, "PREFPAIR_HOME": str(settings.home),
+        "PREFPAIR_INFERENCE_TOPIC": settings.inference_topic, "PREFPAIR_FEEDBACK_TOPIC": settings.feedback_topic,
+        "PREFPAIR_DEAD_LETTER_TOPIC": settings.dead_letter_topic, "PREFPAIR_LOG_LEVEL": "WARNING",
+    })  # fmt: skip
+    daemon = subprocess.Popen([sys.executable, "-m", "prefpair.cli", "consume", "--group-id", "bench-latency"],
+                              env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+    logged: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        done: set[Path] = set()
+        while not stop.is_set():
+            for _, path in committed_segments(settings.log_dir):
+                file = path / "feedback.parquet"
+                if path in done or not file.exists():
+                    continue
+                done.add(path)
+                now = time.perf_counter()
+                for fid in pq.read_table(file, columns=["feedback_id"]).column(0).to_pylist():
+                    seen.setdefault(fid, now)
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    try:
+        with PreferenceLogger(settings) as logger:
+            request_ids = [logger.log_inference(**inference_kwargs(rng, i)) for i in range(count)]
+            logger.flush(30)
+            time.sleep(8.0)  # the daemon joins the group and lands the inference events
+            watcher.start()
+            for request_id in request_ids:
+                fid = logger.log_preference(request_id, chosen="a", rejected="b", source="APP_USER")
+                logged[fid] = time.perf_counter()
+                time.sleep(1.0 / rate_per_s)
+            logger.flush(30)
+        deadline = time.monotonic() + 60
+        while len(seen) < len(logged) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        daemon.send_signal(2)
+        daemon.wait(60)
+    latencies = [seen[f] - t for f, t in logged.items() if f in seen]
+    if len(latencies) < len(logged):
+        results.notes.append(f"latency: {len(logged) - len(latencies)} of {len(logged)} rows not seen within 60 s")
+    results.add(Row("latency", "feedback to committed Parquet row, p50", percentile(latencies, 0.5), None, "s",
+                    "", False))  # fmt: skip
+    results.add(Row("latency", "feedback to committed Parquet row, p99", percentile(latencies, 0.99), None, "s",
+                    "< 2 s", False))  # fmt: skip
+
+
+# --------------------------------------------------------------------------- compile
+def bench_compile(results: Results, home: Path, rows: int) -> None:
+    import duckdb
+
+    from prefpair.compile import CompileConfig, compile_dataset
+    from prefpair.compile.synthetic import write_synthetic_log
+    from prefpair.schemas.log import table_files
+
+    log_dir = home / "compile-log"
+    started = time.perf_counter()
+    write_synthetic_log(log_dir, n_feedback=rows, seed=1)
+    took = time.perf_counter() - started
+    results.notes.append(f"compile: synthetic log of {rows:,} feedback rows written in {took:.0f} s")
+    files = [str(f) for f in table_files(log_dir, "feedback")]
+    out = home / "bare.jsonl"
+    db = duckdb.connect(config={"threads": os.cpu_count() or 2})
+    started = time.perf_counter()
+    db.execute(f"COPY (SELECT prompt, chosen_id AS chosen, rejected_id AS rejected FROM read_parquet({files})) "
+               f"TO '{out}' (FORMAT JSON)")  # fmt: skip
+    bare = rows / (time.perf_counter() - started)
+    db.close()
+    started = time.perf_counter()
+    result = compile_dataset(log_dir, home / "dataset", CompileConfig(formats=["trl"], seed=0))
+    elapsed = time.perf_counter() - started
+    results.add(Row("compile", f"pairs/s, {rows:,} feedback rows to TRL JSONL", result.pairs_total / elapsed, bare,
+                    "pairs/s", "≥ 0.5x bare COPY"))  # fmt: skip
+
+
+# --------------------------------------------------------------------------- report
+def machine() -> dict[str, Any]:
+    import confluent_kafka
+    import duckdb
+    import fastavro
+    import pyarrow
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "platform": platform.platform(),
+        "confluent_kafka": confluent_kafka.version()[0], "librdkafka": confluent_kafka.libversion()[0],
+        "fastavro": fastavro.__version__, "duckdb": duckdb.__version__, "pyarrow": pyarrow.__version__,
+    }  # fmt: skip
+
+
+def markdown(results: Results, info: dict[str, Any], seconds: float) -> str:
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {info['cpus']} CPUs ({info['cpu']}), Python {info['python']}, "
+        f"librdkafka {info['librdkafka']}, fastavro {info['fastavro']}, DuckDB {info['duckdb']}, "
+        f"broker on the same machine; whole run {seconds:.0f} s.",
+        "",
+        "| area | measure | prefpair | baseline (same run) | ratio | target |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in results.rows:
+        base = f"{row.baseline:,.1f} {row.unit}" if row.baseline is not None else "-"
+        ratio = f"{row.ratio:.2f}" if row.ratio is not None else "-"
+        value = f"{row.prefpair:,.1f} {row.unit}"
+        lines.append(f"| {row.section} | {row.metric} | {value} | {base} | {ratio} | {row.target} |")
+    if results.notes:
+        lines += ["", *[f"- {note}" for note in results.notes]]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(table: str) -> None:
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        readme.write_text(f"{head}{start}\n{table}{end}{tail}", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def cluster(bootstrap: str | None, home: Path) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    from prefpair.broker import LocalBroker
+
+    broker = LocalBroker(home / "broker")
+    try:
+        yield broker.start(timeout=120)
+    finally:
+        broker.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap-servers", default=os.environ.get("PREFPAIR_BOOTSTRAP_SERVERS"))
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run (not for the README)")
+    parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README's table")
+    parser.add_argument("--only", action="append", help="run only these sections (producer, consumer, memory, "
+                        "latency, compile)")  # fmt: skip
+    args = parser.parse_args(argv)
+    sizes = {"producer": 2_000 if args.quick else 20_000, "consumer": 2_000 if args.quick else 15_000,
+             "memory": [0, 2_000] if args.quick else [0, 20_000, 60_000], "latency": 30 if args.quick else 200,
+             "compile": 20_000 if args.quick else 1_000_000}  # fmt: skip
+    wanted = set(args.only or ["producer", "consumer", "memory", "latency", "compile"])
+    results = Results()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="prefpair-bench-") as tmp:
+        home = Path(tmp)
+        with cluster(args.bootstrap_servers, home) as bootstrap:
+            print(f"bench: cluster {bootstrap}, work dir {home}", flush=True)
+            if "producer" in wanted:
+                bench_producer(results, bootstrap, home, sizes["producer"])
+            if "consumer" in wanted:
+                bench_consumer(results, bootstrap, home, sizes["consumer"] // 2)
+            if "memory" in wanted:
+                bench_memory(results, bootstrap, home, sizes["memory"])
+            if "latency" in wanted:
+                bench_latency(results, bootstrap, home, sizes["latency"], rate_per_s=50)
+        if "compile" in wanted:
+            bench_compile(results, home, sizes["compile"])
+    seconds = time.perf_counter() - started
+    info = machine()
+    table = markdown(results, info, seconds)
+    RESULTS.mkdir(exist_ok=True)
+    name = "quick" if args.quick else "latest"
+    (RESULTS / f"{name}.md").write_text(table, encoding="utf-8")
+    (RESULTS / f"{name}.json").write_text(json.dumps({
+        "machine": info, "seconds": round(seconds, 1), "notes": results.notes,
+        "rows": [{**row.__dict__, "ratio": row.ratio} for row in results.rows],
+    }, indent=2), encoding="utf-8")  # fmt: skip
+    if not args.quick and not args.no_readme and not args.only:
+        update_readme(table)
+    print()
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
