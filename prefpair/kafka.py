@@ -68,7 +68,14 @@ def _construct(factory: Any, config: dict[str, Any]) -> Any:
         raise ConfigError("kafka", str(exc)) from None
 
 
+KEY_PARTITIONER = "murmur2_random"
+"""Every prefpair producer hashes keys like Java clients do, so inference and feedback events of one
+request land in the same partition number whichever client (ours, a JVM service, Kafka Connect)
+wrote them: the join relies on it. Override only all producers together."""
+
+
 def create_producer(config: dict[str, Any]) -> Producer:
+    config = {"partitioner": KEY_PARTITIONER, **config}
     return _construct(Producer, config)  # type: ignore[no-any-return]
 
 

@@ -1,0 +1,34 @@
+"""The producer SDK: :class:`PreferenceLogger` logs inference and feedback events from serving code.
+
+Events are validated and encoded in the caller, then delivered by librdkafka with an
+idempotent producer, keyed by request id. ``simulate`` holds the synthetic traffic of the demo
+and the benchmarks.
+"""
+
+from prefpair.producers.exceptions import (
+    DeliveryError,
+    FailedEvent,
+    LoggerClosedError,
+    ProducerError,
+    QueueFullError,
+)
+from prefpair.producers.logger import (
+    DEFAULT_DELIVERY_TIMEOUT_MS,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DeliveryReport,
+    LoggerStats,
+    PreferenceLogger,
+)
+
+__all__ = [
+    "DEFAULT_DELIVERY_TIMEOUT_MS",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DeliveryError",
+    "DeliveryReport",
+    "FailedEvent",
+    "LoggerClosedError",
+    "LoggerStats",
+    "PreferenceLogger",
+    "ProducerError",
+    "QueueFullError",
+]

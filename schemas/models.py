@@ -200,9 +200,15 @@ class FeedbackEvent(_Record):
             self._check_pairwise()
         elif self.kind is JudgmentKind.RANKING:
             self._check_ranking()
-        elif self.kind is JudgmentKind.SCORE and self.op is FeedbackOp.CREATE:
-            if self.score is None and self.value is None and self.correction is None and self.comment is None:
-                raise ValidationError("score", "a score, value, correction or comment is required")
+        elif (
+            self.kind is JudgmentKind.SCORE
+            and self.op is FeedbackOp.CREATE
+            and self.score is None
+            and self.value is None
+            and self.correction is None
+            and self.comment is None
+        ):
+            raise ValidationError("score", "a score, value, correction or comment is required")
         if self.key is not None and not self.key.strip():
             raise ValidationError("key", "must not be blank")
         self.check_against_config()

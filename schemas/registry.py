@@ -23,7 +23,7 @@ SCHEMA_FILES = {INFERENCE: "inference.avsc", FEEDBACK: "feedback.avsc"}
 
 def fingerprint_of(parsed: Any) -> bytes:
     """CRC-64-AVRO fingerprint of the parsing canonical form, 8 bytes little-endian (Avro spec)."""
-    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))[::-1]
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))  # fastavro's hex is LE
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,9 @@ def build_schema_set(extra_writers: dict[str, list[dict[str, Any]]] | None = Non
     if history.is_dir():
         for entry in sorted(history.iterdir(), key=lambda e: e.name):
             if entry.name.endswith(".avsc"):
-                parsed = parse_schema(json.loads(entry.read_text(encoding="utf-8")))
-                writers[fingerprint_of(parsed)] = (parsed["name"].rsplit(".", 1)[-1], parsed)
+                old: dict[str, Any] = json.loads(entry.read_text(encoding="utf-8"))
+                parsed_old = parse_schema(old)
+                writers[fingerprint_of(parsed_old)] = (str(old["name"]).rsplit(".", 1)[-1], parsed_old)
     for name, schemas in (extra_writers or {}).items():
         for raw in schemas:
             parsed = parse_schema(raw)

@@ -13,6 +13,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from prefpair.config import Settings
+from prefpair.kafka import KEY_PARTITIONER
 from prefpair.schemas.registry import FEEDBACK, INFERENCE
 from prefpair.schemas.wire import SingleObjectCodec
 
@@ -66,7 +67,7 @@ class RawProducer:
         assert settings.bootstrap_servers
         self.settings = settings
         self.producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "enable.idempotence": True,
-                                  "linger.ms": 5})  # fmt: skip
+                                  "linger.ms": 5, "partitioner": KEY_PARTITIONER})  # fmt: skip
 
     def _send(self, topic: str, key: str, value: bytes) -> None:
         while True:
