@@ -100,6 +100,7 @@ def raw_producer(bootstrap: str) -> Producer:
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
         "linger.ms": 5,
+        "partitioner": "murmur2_random",
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 2_000_000,
     })

@@ -24,6 +24,7 @@ _FLAGS = {
     "batch_size": ("--batch-size", int),
     "progress_interval_s": ("--progress-interval", float),
     "metrics_path": ("--metrics-file", str),
+    "session_timeout_ms": ("--session-timeout-ms", int),
 }
 
 

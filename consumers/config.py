@@ -45,6 +45,11 @@ class ConsumerConfig(BaseModel):
     metrics_path: str | None = Field(
         default=None, description="Write metrics here (JSON, and Prometheus text beside it as .prom)."
     )
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1_000,
+        description="Kafka session timeout: how soon the group notices a dead member and hands its partitions on.",
+    )
     assignment_timeout_s: float = Field(
         default=60.0, gt=0, description="--until-caught-up: give up if no partition is assigned by then."
     )

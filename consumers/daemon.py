@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 class ConsumerDaemon:
     """Consume, validate, join and land both topics; see the module docstring.
 
-    ``run(until_caught_up=True)`` returns once every assigned partition is at its end and no
-    feedback waits any more (for batch jobs and tests); otherwise it runs until :meth:`stop`,
+    ``run(until_caught_up=True)`` returns once the group has consumed every partition to its end
+    and no feedback waits here any more (for batch jobs and tests); otherwise it runs until :meth:`stop`,
     SIGTERM or SIGINT, then flushes, commits and leaves the group.
     """
 
@@ -70,6 +70,8 @@ class ConsumerDaemon:
         self._last_expiry_check = 0.0
         self._retired = {"hot": 0, "waited": 0, "duplicates": 0}  # counters of partitions no longer ours
         self._first_message_at: float | None = None
+        self._last_group_check = 0.0
+        self._partitions = 0
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -104,13 +106,13 @@ class ConsumerDaemon:
                 auto_offset_reset="earliest",
                 enable_partition_eof=True,
                 partition_assignment_strategy="range",
-                session_timeout_ms=10_000,
-                heartbeat_interval_ms=1_000,
+                session_timeout_ms=config.session_timeout_ms,
+                heartbeat_interval_ms=min(1_000, config.session_timeout_ms // 3),
             )
         )
         self._consumer = consumer
-        partitions = self._dead_letter_partitions(consumer)
-        self._dead_letters = DeadLetterSink(settings, partitions)
+        self._partitions = self._partition_count(consumer, settings.inference_topic)
+        self._dead_letters = DeadLetterSink(settings, self._partition_count(consumer, settings.dead_letter_topic))
         consumer.subscribe(
             [settings.inference_topic, settings.feedback_topic],
             on_assign=self._on_assign,
@@ -155,6 +157,7 @@ class ConsumerDaemon:
                     self.stats.busy_seconds = round(time.monotonic() - self._first_message_at, 3)
                 self._progress(max(time.monotonic() - last_progress, 1e-3), last_counts)
                 consumer.close()
+                gc.unfreeze()  # let what this run froze be collected again
                 self._dead_letters.close()
                 self._landed.close()
                 self._consumer = None
@@ -165,15 +168,14 @@ class ConsumerDaemon:
         )  # fmt: skip
         return self.stats
 
-    def _dead_letter_partitions(self, consumer: Consumer) -> int:
-        topic = self.settings.dead_letter_topic
+    def _partition_count(self, consumer: Consumer, topic: str) -> int:
         try:
             metadata = consumer.list_topics(topic, timeout=10)
         except KafkaException as exc:
             raise KafkaUnavailableError(resolve_bootstrap(self.settings), str(exc)) from None
         info = metadata.topics.get(topic)
         if info is None or info.error is not None or not info.partitions:
-            raise ConsumerError(f"dead-letter topic {topic} does not exist: run `prefpair topics create` first")
+            raise ConsumerError(f"topic {topic} does not exist: run `prefpair topics create` first")
         return len(info.partitions)
 
     # ------------------------------------------------------------------ messages
@@ -223,13 +225,49 @@ class ConsumerDaemon:
             join.add_feedback(feedback_row(record, topic, partition, offset), len(value))
 
     def _caught_up(self) -> bool:
+        """Whether the whole group is done: ours are at their ends and flushed, and every other
+        partition's committed offset is at its end too.
+
+        Checking only our own assignment is not enough: a member killed a moment ago still holds
+        its partitions until its session times out, and an instance that stopped then would leave
+        them unconsumed.
+        """
         consumer = self._consumer
         if consumer is None or not self._joins:
             return False
         assigned = consumer.assignment()
         if not assigned or not all(self._eof.get((tp.topic, tp.partition), False) for tp in assigned):
             return False
-        return all(join.pending_count == 0 and not join.has_changes() for join in self._joins.values())
+        if not all(join.pending_count == 0 and not join.has_changes() for join in self._joins.values()):
+            return False
+        now = time.monotonic()
+        if now - self._last_group_check < 1.0:
+            return False
+        self._last_group_check = now
+        return self._group_caught_up(consumer)
+
+    def _group_caught_up(self, consumer: Consumer) -> bool:
+        own = [
+            TopicPartition(topic, number, join.inference_start if topic == self.settings.inference_topic
+                           else join.feedback_start)
+            for number, join in self._joins.items()
+            for topic in (self.settings.inference_topic, self.settings.feedback_topic)
+        ]  # fmt: skip
+        try:
+            consumer.commit(offsets=own, asynchronous=False)
+            everything = [
+                TopicPartition(topic, number)
+                for topic in (self.settings.inference_topic, self.settings.feedback_topic)
+                for number in range(self._partitions)
+            ]
+            for tp in consumer.committed(everything, timeout=10):
+                low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+                if high > low and tp.offset < high:
+                    return False
+        except KafkaException as exc:
+            log.debug("group progress check failed, trying again: %s", exc)
+            return False
+        return True
 
     # ------------------------------------------------------------------ flushing
     def _flush_due(self) -> None:
