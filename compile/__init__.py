@@ -1,0 +1,34 @@
+"""``prefpair compile``: the Parquet log in, chosen/rejected JSONL datasets out.
+
+    from prefpair.compile import CompileConfig, compile_dataset
+
+    result = compile_dataset(settings.log_dir, settings.datasets_dir / "prefs", CompileConfig(seed=7))
+    result.split_counts, result.drop_counts, result.files
+
+Stages (:mod:`~prefpair.compile.pipeline`), formats (:mod:`~prefpair.compile.formats`), the
+output layout and incremental versions (:mod:`~prefpair.compile.output`).
+"""
+
+from prefpair.compile.config import FORMATS, CompileConfig, CompileFilters, SamplingConfig
+from prefpair.compile.exceptions import (
+    CompileConfigError,
+    CompileError,
+    NoCommittedLogError,
+    OutputDirError,
+    OutputLockedError,
+)
+from prefpair.compile.job import CompileResult, compile_dataset
+
+__all__ = [
+    "FORMATS",
+    "CompileConfig",
+    "CompileConfigError",
+    "CompileError",
+    "CompileFilters",
+    "CompileResult",
+    "NoCommittedLogError",
+    "OutputDirError",
+    "OutputLockedError",
+    "SamplingConfig",
+    "compile_dataset",
+]

@@ -1,0 +1,160 @@
+"""What a compile does: one frozen, validated object (formats, pair rules, filters, sampling, split).
+
+Every default lives here; the command line (:mod:`prefpair.compile.cli`) reads its defaults and
+help texts from these fields.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Literal, Self
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from prefpair.compile.exceptions import CompileConfigError
+from prefpair.schemas.models import SourceType
+
+Format = Literal[
+    "trl",
+    "trl_conversational",
+    "trl_unpaired",
+    "openai",
+    "axolotl_chatml_intel",
+    "axolotl_chat_template",
+]
+FORMATS: tuple[Format, ...] = (
+    "trl",
+    "trl_conversational",
+    "trl_unpaired",
+    "openai",
+    "axolotl_chatml_intel",
+    "axolotl_chat_template",
+)
+SPLIT_ORDER = ("train", "validation", "test")
+SPLIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def parse(cls, data: Any) -> Self:
+        """Validate ``data``; any failure becomes a CompileConfigError naming the field."""
+        try:
+            return cls.model_validate(data)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or cls.__name__
+            raise CompileConfigError(field, first["msg"]) from None
+
+
+class CompileFilters(_Frozen):
+    """Which judgments and pairs to keep. Empty lists keep everything."""
+
+    since_ms: int | None = Field(default=None, ge=0, description="keep judgments at or after (epoch ms)")
+    until_ms: int | None = Field(default=None, ge=0, description="keep judgments before (epoch ms)")
+    models: tuple[str, ...] = Field(default=(), description="keep pairs whose outputs all come from these models")
+    model_versions: tuple[str, ...] = Field(default=(), description="... from these model versions")
+    source_types: tuple[str, ...] = Field(default=(), description="keep judgments from these source types")
+    keys: tuple[str, ...] = Field(default=(), description="keep judgments with these feedback keys")
+    environments: tuple[str, ...] = Field(default=(), description="keep requests from these environments")
+    users: tuple[str, ...] = Field(default=(), description="keep requests of these user ids")
+    tags: tuple[str, ...] = Field(default=(), description="keep requests carrying any of these tags")
+
+    @field_validator("source_types")
+    @classmethod
+    def _source_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        known = {s.value for s in SourceType}
+        upper = tuple(v.upper() for v in value)
+        for v in upper:
+            if v not in known:
+                raise ValueError(f"unknown source type {v!r}; expected one of {', '.join(sorted(known))}")
+        return upper
+
+    @model_validator(mode="after")
+    def _range(self) -> Self:
+        if self.since_ms is not None and self.until_ms is not None and self.since_ms >= self.until_ms:
+            raise ValueError(f"since_ms {self.since_ms} is not before until_ms {self.until_ms}")
+        return self
+
+
+class SamplingConfig(_Frozen):
+    """Seeded sampling of the cleaned pairs."""
+
+    max_pairs_per_prompt: int | None = Field(default=None, ge=1, description="cap of pairs per prompt")
+    max_pairs: int | None = Field(default=None, ge=1, description="cap of pairs in the whole dataset")
+    stratify_by: Literal["source", "model"] | None = Field(
+        default=None, description="caps pick round-robin across source types or chosen models"
+    )
+    balance_position: bool = Field(
+        default=False, description="as many pairs whose chosen output was shown first as shown second"
+    )
+
+
+class CompileConfig(_Frozen):
+    """Everything a compile needs besides its input log and output directory."""
+
+    formats: tuple[Format, ...] = Field(default=FORMATS, min_length=1, description="output formats")
+    rankings: Literal["all_pairs", "best_worst"] = Field(
+        default="all_pairs", description="pairs from a ranking: every better/worse pair, or best against worst"
+    )
+    min_margin: float = Field(
+        default=0.0, ge=0.0, description="score pairs need a score difference of at least this (and above 0)"
+    )
+    contradictions: Literal["majority", "latest", "drop"] = Field(
+        default="majority", description="judgments in both directions on one prompt and pair of outputs"
+    )
+    filters: CompileFilters = Field(default_factory=CompileFilters)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    splits: dict[str, float] = Field(
+        default_factory=lambda: {"train": 0.9, "test": 0.1},
+        description="split name -> fraction of prompts (by prompt hash; fractions sum to 1)",
+    )
+    seed: int = Field(default=0, description="seed of every sampling decision and of the output order")
+    include_margin: bool = Field(default=False, description="add a `margin` column (reward trainers)")
+    include_ids: bool = Field(default=False, description="add id columns (pair, prompt, request, feedback)")
+    include_provenance: bool = Field(
+        default=False, description="add provenance columns (derivation, source, models, scores)"
+    )
+    incremental: bool = Field(
+        default=False, description="emit only pairs not emitted by earlier runs, into a new version dir"
+    )
+    memory_limit: str | None = Field(
+        default=None, description="DuckDB memory limit such as 4GB; it spills to disk beyond (default: half the RAM)"
+    )
+    threads: int = Field(default=2, ge=1, le=256, description="DuckDB threads")
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, value: tuple[Format, ...]) -> tuple[Format, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("a format is listed twice")
+        return tuple(f for f in FORMATS if f in value)  # canonical order
+
+    @field_validator("splits")
+    @classmethod
+    def _splits(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("at least one split is required")
+        for name, fraction in value.items():
+            if not SPLIT_NAME.match(name):
+                raise ValueError(f"bad split name {name!r}")
+            if not (0.0 <= fraction <= 1.0) or math.isnan(fraction):
+                raise ValueError(f"fraction of {name!r} is {fraction}, not in [0, 1]")
+        total = sum(value.values())
+        if not math.isclose(total, 1.0, abs_tol=1e-9):
+            raise ValueError(f"split fractions sum to {total}, not 1")
+        ordered = sorted(value, key=lambda n: (SPLIT_ORDER.index(n) if n in SPLIT_ORDER else len(SPLIT_ORDER), n))
+        return {name: value[name] for name in ordered}
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not SIZE.match(value.strip()):
+            raise ValueError(f"expected a size like 4GB or 512MB, got {value!r}")
+        return value.strip()

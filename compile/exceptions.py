@@ -1,0 +1,45 @@
+"""Errors of the dataset compiler; each keeps what it was about (a path, a field, a reason)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefpair.errors import PrefpairError
+
+
+class CompileError(PrefpairError):
+    """Base class of dataset compiler errors."""
+
+
+class CompileConfigError(CompileError):
+    """A compile option is malformed (a filter, a split fraction, a format name...)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class NoCommittedLogError(CompileError):
+    """The log directory holds no committed segment: nothing has been consumed there yet."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        super().__init__(f"no committed log segments under {log_dir} (run `prefpair consume` first?)")
+
+
+class OutputLockedError(CompileError):
+    """Another compile holds the lock on this output."""
+
+    def __init__(self, lock_path: Path) -> None:
+        self.lock_path = lock_path
+        super().__init__(f"another compile is writing this output (lock held: {lock_path})")
+
+
+class OutputDirError(CompileError):
+    """The output directory cannot be used: it holds something that is not a dataset of ours."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"output {path}: {reason}")

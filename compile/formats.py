@@ -1,0 +1,194 @@
+"""The JSONL shape of each output format, as a DuckDB projection of the compiled pairs.
+
+Field names follow the trainers' own documentation (see the project's dataset-formats
+reference); a trainer silently mis-reads a column that is off by one letter:
+
+=========================  ==================================================================
+``trl``                    ``{"prompt": str, "chosen": str, "rejected": str}``
+``trl_conversational``     ``{"prompt": [msg], "chosen": [assistant msg], "rejected": [...]}``
+``trl_unpaired``           ``{"prompt": str, "completion": str, "label": bool}`` (KTO / BCO)
+``openai``                 ``{"input": {"messages": [msg], "tools": [], "parallel_tool_calls": true},
+                           "preferred_output": [assistant msg], "non_preferred_output": [...]}``
+``axolotl_chatml_intel``   ``{"system": str, "question": str, "chosen": str, "rejected": str}``
+``axolotl_chat_template``  ``{"messages": [msg], "chosen": assistant msg, "rejected": ...}``
+=========================  ==================================================================
+
+A message is ``{"role": str, "content": str}``; the system prompt, when there is one, is the
+first message of conversational prompts. Optional columns come after: ``margin`` (float),
+ids (``pair_id``, ``prompt_id``, ``request_id``, ``chosen_id``, ``rejected_id``,
+``feedback_ids``) and provenance (``derivation``, ``feedback_key``, ``source_type``, the
+models and versions of both outputs, ``score_chosen``, ``score_rejected``, ``judged_at_ms``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from prefpair.compile.config import CompileConfig, Format
+
+# Macros chat() / prompt_text() / candidate_text() are defined by the pipeline (prefpair.compile.pipeline).
+CONVERSATION = (
+    "CASE WHEN system_prompt IS NOT NULL AND system_prompt <> '' "
+    "THEN list_concat([{'role': 'system', 'content': system_prompt}], chat(prompt_messages, 'user', prompt_text)) "
+    "ELSE chat(prompt_messages, 'user', prompt_text) END"
+)
+CHOSEN_MESSAGES = "chat(chosen_messages, 'assistant', chosen_text)"
+REJECTED_MESSAGES = "chat(rejected_messages, 'assistant', rejected_text)"
+
+MESSAGES: dict[str, Any] = {"list": [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]}
+MESSAGE: dict[str, Any] = {"struct": [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]}
+STRING: dict[str, Any] = {"dtype": "string"}
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """One output format: its columns as SQL over the compiled table, and their HF features."""
+
+    name: Format
+    trainer: str
+    columns: tuple[tuple[str, str, dict[str, Any]], ...]  # (json key, SQL expression, HF feature)
+    unpaired: bool = False
+
+    @property
+    def table(self) -> str:
+        return "final_unpaired" if self.unpaired else "final"
+
+
+SPECS: dict[str, FormatSpec] = {
+    spec.name: spec
+    for spec in (
+        FormatSpec(
+            "trl",
+            "TRL DPOTrainer / RewardTrainer (standard, explicit prompt)",
+            (
+                ("prompt", "prompt_text", STRING),
+                ("chosen", "chosen_text", STRING),
+                ("rejected", "rejected_text", STRING),
+            ),
+        ),
+        FormatSpec(
+            "trl_conversational",
+            "TRL DPOTrainer / RewardTrainer (conversational, explicit prompt)",
+            (
+                ("prompt", CONVERSATION, MESSAGES),
+                ("chosen", CHOSEN_MESSAGES, MESSAGES),
+                ("rejected", REJECTED_MESSAGES, MESSAGES),
+            ),
+        ),
+        FormatSpec(
+            "trl_unpaired",
+            "TRL KTOTrainer / BCOTrainer (unpaired)",
+            (
+                ("prompt", "prompt_text", STRING),
+                ("completion", "completion_text", STRING),
+                ("label", "label", {"dtype": "bool"}),
+            ),
+            unpaired=True,
+        ),
+        FormatSpec(
+            "openai",
+            "OpenAI preference fine-tuning (DPO); Together and Fireworks take the same shape",
+            (
+                (
+                    "input",
+                    f"{{'messages': {CONVERSATION}, 'tools': []::JSON[], 'parallel_tool_calls': TRUE}}",
+                    {
+                        "struct": [
+                            {"name": "messages", **MESSAGES},
+                            {"name": "tools", "list": "null"},
+                            {"name": "parallel_tool_calls", "dtype": "bool"},
+                        ]
+                    },
+                ),
+                ("preferred_output", CHOSEN_MESSAGES, MESSAGES),
+                ("non_preferred_output", REJECTED_MESSAGES, MESSAGES),
+            ),
+        ),
+        FormatSpec(
+            "axolotl_chatml_intel",
+            "Axolotl `rl: dpo`, `type: chatml.intel`",
+            (
+                ("system", "coalesce(system_prompt, '')", STRING),
+                ("question", "prompt_text", STRING),
+                ("chosen", "chosen_text", STRING),
+                ("rejected", "rejected_text", STRING),
+            ),
+        ),
+        FormatSpec(
+            "axolotl_chat_template",
+            "Axolotl `rl: dpo`, `type: chat_template.default`",
+            (
+                ("messages", CONVERSATION, MESSAGES),
+                ("chosen", "{'role': 'assistant', 'content': chosen_text}", MESSAGE),
+                ("rejected", "{'role': 'assistant', 'content': rejected_text}", MESSAGE),
+            ),
+        ),
+    )
+}
+
+_FLOAT = {"dtype": "float64"}
+_INT = {"dtype": "int64"}
+_IDS = {"list": "string"}
+PAIR_MARGIN = (("margin", "margin", _FLOAT),)
+PAIR_IDS = (
+    ("pair_id", "pair_id", STRING),
+    ("prompt_id", "prompt_id", STRING),
+    ("request_id", "request_id", STRING),
+    ("chosen_id", "chosen_id", STRING),
+    ("rejected_id", "rejected_id", STRING),
+    ("feedback_ids", "feedback_ids", _IDS),
+)
+PAIR_PROVENANCE = (
+    ("derivation", "derivation", STRING),
+    ("feedback_key", "key", STRING),
+    ("source_type", "source_type", STRING),
+    ("chosen_model", "chosen_model", STRING),
+    ("chosen_model_version", "chosen_model_version", STRING),
+    ("rejected_model", "rejected_model", STRING),
+    ("rejected_model_version", "rejected_model_version", STRING),
+    ("score_chosen", "score_chosen", _FLOAT),
+    ("score_rejected", "score_rejected", _FLOAT),
+    ("judged_at_ms", "judged_at_ms", _INT),
+)
+UNPAIRED_IDS = (
+    ("example_id", "example_id", STRING),
+    ("prompt_id", "prompt_id", STRING),
+    ("request_id", "request_id", STRING),
+    ("candidate_id", "candidate_id", STRING),
+    ("feedback_ids", "feedback_ids", _IDS),
+)
+UNPAIRED_PROVENANCE = (
+    ("derivation", "derivation", STRING),
+    ("source_type", "source_type", STRING),
+    ("model", "model", STRING),
+    ("model_version", "model_version", STRING),
+)
+
+
+def columns(spec: FormatSpec, config: CompileConfig) -> tuple[tuple[str, str, dict[str, Any]], ...]:
+    """The format's columns plus the optional ones the config asks for."""
+    extra: tuple[tuple[str, str, dict[str, Any]], ...] = ()
+    if spec.unpaired:
+        if config.include_ids:
+            extra += UNPAIRED_IDS
+        if config.include_provenance:
+            extra += UNPAIRED_PROVENANCE
+    else:
+        if config.include_margin:
+            extra += PAIR_MARGIN
+        if config.include_ids:
+            extra += PAIR_IDS
+        if config.include_provenance:
+            extra += PAIR_PROVENANCE
+    return spec.columns + extra
+
+
+def projection(spec: FormatSpec, config: CompileConfig) -> str:
+    """``expr AS "key", ...`` for a SELECT that writes one JSONL line per row."""
+    return ", ".join(f'{expr} AS "{key}"' for key, expr, _ in columns(spec, config))
+
+
+def features(spec: FormatSpec, config: CompileConfig) -> list[dict[str, Any]]:
+    """The ``dataset_info.features`` entries of the dataset card."""
+    return [{"name": key, **feature} for key, _, feature in columns(spec, config)]

@@ -1,0 +1,270 @@
+"""``compile_dataset``: the log in, a dataset directory out (see :mod:`prefpair.compile.output`).
+
+Reads only committed segments, computes in DuckDB (:mod:`prefpair.compile.pipeline`), writes
+each format with ``COPY ... (FORMAT JSON)`` into a staging dir beside the output, then renames
+it into place while holding the output's lock. Same log, same config: byte-identical files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from prefpair import __version__
+from prefpair.compile import output
+from prefpair.compile.card import render_card
+from prefpair.compile.config import CompileConfig
+from prefpair.compile.exceptions import NoCommittedLogError
+from prefpair.compile.formats import SPECS, projection
+from prefpair.compile.pipeline import Pipeline, sql_string
+from prefpair.schemas.log import TABLES, committed_segments, table_files
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    """What a compile wrote, and what it counted on the way."""
+
+    out_dir: Path
+    """The dataset directory written: the output itself, or its new version with ``incremental``."""
+    manifest: Path
+    pairs_total: int
+    split_counts: dict[str, int]
+    drop_counts: dict[str, int]
+    stage_counts: dict[str, int]
+    files: list[Path]
+    unpaired_total: int = 0
+    version: str | None = None
+    seconds: float = 0.0
+    per_format: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def compile_dataset(log_dir: Path, out_dir: Path, config: CompileConfig) -> CompileResult:
+    """Compile the committed log under ``log_dir`` into ``out_dir`` (see the module docstring)."""
+    started = time.monotonic()
+    log_dir, out_dir = Path(log_dir), Path(out_dir)
+    segments = list(committed_segments(log_dir))
+    if not segments:
+        raise NoCommittedLogError(log_dir)
+    files = {table: table_files(log_dir, table) for table in TABLES}
+    with output.output_lock(out_dir):
+        if config.incremental:
+            output.check_incremental_root(out_dir)
+            parent = out_dir
+            earlier = output.versions(out_dir)
+            version: str | None = output.next_version(out_dir)
+            emitted = [v / output.EMITTED for v in earlier if (v / output.EMITTED).is_file()]
+        else:
+            output.check_replaceable(out_dir)
+            parent = out_dir.parent
+            version, emitted = None, []
+        prefix = f"{output.STAGING_PREFIX}{out_dir.name}-"
+        output.sweep_staging(parent, prefix)
+        with output.staging_dir(parent, prefix) as stage:
+            result = _compile_into(stage, log_dir, out_dir, config, files, segments, emitted, version)
+            output.fsync_tree(stage)
+            if version is not None:
+                target = out_dir / version
+                stage.rename(target)
+                output.fsync_dir(out_dir)
+                _write_state(out_dir)
+            else:
+                target = out_dir
+                output.replace_dir(stage, out_dir, prefix)
+    final = _relocate(result, target, time.monotonic() - started)
+    log.info(
+        "compile: %d pairs (%s) and %d unpaired examples in %s (%.1f s)",
+        final.pairs_total, final.split_counts, final.unpaired_total, final.out_dir, final.seconds,
+    )  # fmt: skip
+    return final
+
+
+def _compile_into(
+    stage: Path,
+    log_dir: Path,
+    out_dir: Path,
+    config: CompileConfig,
+    files: dict[str, list[Path]],
+    segments: list[Any],
+    emitted: list[Path],
+    version: str | None,
+) -> CompileResult:
+    spill = stage / ".duckdb-tmp"
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"SET threads = {int(config.threads)}")
+        con.execute(f"SET memory_limit = {sql_string(config.memory_limit or default_memory_limit())}")
+        con.execute(f"SET temp_directory = {sql_string(str(spill))}")
+        con.execute("SET preserve_insertion_order = true")
+        pipeline = Pipeline(con, config, files, emitted)
+        pipeline.run()
+        split_counts = _counts(con, "selected")
+        has_unpaired = "trl_unpaired" in config.formats
+        unpaired_counts = _counts(con, "unpaired") if has_unpaired else {}
+        written: dict[str, dict[str, tuple[str, int]]] = {}
+        for fmt in config.formats:
+            spec = SPECS[fmt]
+            counts = unpaired_counts if spec.unpaired else split_counts
+            written[fmt] = {}
+            for split in config.splits:
+                rows = counts.get(split, 0)
+                if not rows:
+                    continue
+                relative = f"{fmt}/{split}.jsonl"
+                (stage / fmt).mkdir(exist_ok=True)
+                started = time.monotonic()
+                source, order = pipeline.outputs[spec.table]
+                con.execute(
+                    f"COPY (SELECT {projection(spec, config)} FROM {source} WHERE split = {sql_string(split)} {order}) "
+                    f"TO {sql_string(str(stage / relative))} (FORMAT JSON)"
+                )
+                log.info("compile: wrote %s (%d rows) in %.1f s", relative, rows, time.monotonic() - started)
+                written[fmt][split] = (relative, rows)
+        if version is not None:
+            con.execute(
+                f"""
+                COPY (
+                    SELECT id, kind FROM (
+                        SELECT pair_id AS id, 'pair' AS kind FROM selected
+                        {"UNION ALL SELECT example_id, 'unpaired' FROM unpaired" if has_unpaired else ""}
+                    ) ORDER BY kind, id
+                ) TO {sql_string(str(stage / output.EMITTED))} (FORMAT PARQUET)
+                """
+            )
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+
+    stage_counts = dict(pipeline.stage_counts)
+    stage_counts["pairs_written"] = sum(split_counts.values())
+    drop_counts = pipeline.drop_counts
+    name = out_dir.name if version is None else f"{out_dir.name}-{version}"
+    file_entries: list[dict[str, Any]] = []
+    for per_split in written.values():
+        for relative, rows in per_split.values():
+            path = stage / relative
+            file_entries.append(
+                {"path": relative, "rows": rows, "bytes": path.stat().st_size, "sha256": output.sha256_file(path)}
+            )
+    manifest = {
+        "prefpair_version": __version__,
+        "dataset": name,
+        "version": version,
+        "inputs": _inputs(log_dir, files, segments, emitted),
+        "config": config.model_dump(mode="json"),
+        "seed": config.seed,
+        "filters": config.filters.model_dump(mode="json"),
+        "counts": {
+            "stages": stage_counts,
+            "drops": drop_counts,
+            "splits": {split: split_counts.get(split, 0) for split in config.splits},
+            "unpaired_splits": {split: unpaired_counts.get(split, 0) for split in config.splits},
+        },
+        "files": file_entries,
+    }
+    output.write_json(stage / output.MANIFEST, manifest)
+    card = render_card(
+        name,
+        config,
+        written,
+        stage_counts,
+        drop_counts,
+        {split: split_counts.get(split, 0) for split in config.splits},
+        version,
+    )
+    (stage / output.CARD).write_text(card, encoding="utf-8")
+    return CompileResult(
+        out_dir=stage,
+        manifest=stage / output.MANIFEST,
+        pairs_total=sum(split_counts.values()),
+        split_counts={split: split_counts.get(split, 0) for split in config.splits},
+        drop_counts=drop_counts,
+        stage_counts=stage_counts,
+        files=[stage / str(e["path"]) for e in file_entries],
+        unpaired_total=sum(unpaired_counts.values()),
+        version=version,
+        per_format={fmt: {split: rows for split, (_, rows) in splits.items()} for fmt, splits in written.items()},
+    )
+
+
+def default_memory_limit() -> str:
+    """Half the machine's memory: DuckDB spills beyond it (to the staging dir), other work keeps the rest."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return "4GB"
+    return f"{max(1, total // 2 // (1 << 20))}MB"
+
+
+def _counts(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, int]:
+    return {str(s): int(n) for s, n in con.execute(f"SELECT split, count(*) FROM {table} GROUP BY split").fetchall()}
+
+
+def _inputs(log_dir: Path, files: dict[str, list[Path]], segments: list[Any], emitted: list[Path]) -> dict[str, Any]:
+    """The log as read: per partition, segment count and the offset watermarks (ends of ranges)."""
+    partitions: dict[str, dict[str, int]] = {}
+    for name, _ in segments:
+        entry = partitions.setdefault(
+            str(name.partition),
+            {"segments": 0, "inference_start": name.inference_start, "feedback_start": name.feedback_start,
+             "inference_end": 0, "feedback_end": 0},
+        )  # fmt: skip
+        entry["segments"] += 1
+        entry["inference_start"] = min(entry["inference_start"], name.inference_start)
+        entry["feedback_start"] = min(entry["feedback_start"], name.feedback_start)
+        entry["inference_end"] = max(entry["inference_end"], name.inference_end)
+        entry["feedback_end"] = max(entry["feedback_end"], name.feedback_end)
+    return {
+        "log_dir": str(log_dir),
+        "files": {table: len(paths) for table, paths in files.items()},
+        "partitions": dict(sorted(partitions.items(), key=lambda kv: int(kv[0]))),
+        "earlier_versions": [p.parent.name for p in emitted],
+    }
+
+
+def _write_state(root: Path) -> None:
+    """Summary of the committed versions beside them (the versions themselves are the truth)."""
+    runs = []
+    for version_dir in output.versions(root):
+        manifest = output.read_json(version_dir / output.MANIFEST)
+        runs.append(
+            {
+                "version": version_dir.name,
+                "pairs": sum(manifest["counts"]["splits"].values()),
+                "unpaired": sum(manifest["counts"]["unpaired_splits"].values()),
+                "watermarks": manifest["inputs"]["partitions"],
+            }
+        )
+    output.write_json_atomic(root / output.STATE, {"versions": runs})
+
+
+def _relocate(result: CompileResult, target: Path, seconds: float) -> CompileResult:
+    """The result with paths pointing into the renamed dataset directory."""
+
+    def moved(path: Path) -> Path:
+        return target / path.relative_to(result.out_dir)
+
+    return CompileResult(
+        out_dir=target,
+        manifest=moved(result.manifest),
+        pairs_total=result.pairs_total,
+        split_counts=result.split_counts,
+        drop_counts=result.drop_counts,
+        stage_counts=result.stage_counts,
+        files=[moved(p) for p in result.files],
+        unpaired_total=result.unpaired_total,
+        version=result.version,
+        seconds=seconds,
+        per_format=result.per_format,
+    )
+
+
+__all__ = ["CompileResult", "compile_dataset"]

@@ -1,0 +1,176 @@
+"""Where a compile writes, safely: a lock per output, a staging dir beside it, an atomic rename.
+
+Layout of one dataset directory::
+
+    <dataset>/README.md                  dataset card (Hugging Face format: YAML configs per format)
+    <dataset>/manifest.json              inputs and watermarks, config, counts, file hashes
+    <dataset>/<format>/<split>.jsonl     one JSON object a line
+    <dataset>/.emitted.parquet           ids of what this dataset holds (incremental bookkeeping)
+
+Without ``--incremental`` the output directory *is* the dataset, replaced whole on each run.
+With it, the output directory holds versions ``v00001``, ``v00002``, ...: each a dataset of the
+pairs that no earlier version holds; ``.compile-state.json`` beside them summarises the runs.
+A version is committed by its rename, and the set of emitted ids is read back from the
+committed versions, so a crash at any point neither loses nor repeats a pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prefpair.compile.exceptions import OutputDirError, OutputLockedError
+
+MANIFEST = "manifest.json"
+CARD = "README.md"
+EMITTED = ".emitted.parquet"
+STATE = ".compile-state.json"
+VERSION_DIR = re.compile(r"^v(\d{5,})$")
+STAGING_PREFIX = ".tmp-compile-"
+
+
+def lock_path(out_dir: Path) -> Path:
+    """The lock file of an output: beside it, so it survives the output being replaced."""
+    return out_dir.parent / f".{out_dir.name}.lock"
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: Path) -> Iterator[Path]:
+    """Hold an exclusive, non-blocking ``flock`` on the output's lock file (OutputLockedError if taken)."""
+    path = lock_path(out_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputLockedError(path) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            yield path
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def staging_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A fresh hidden directory ``<parent>/<prefix><random>``; removed if it was not renamed away."""
+    parent.mkdir(parents=True, exist_ok=True)
+    path = parent / f"{prefix}{uuid.uuid4().hex[:12]}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_staging(parent: Path, prefix: str) -> None:
+    """Remove staging dirs of this output that crashed runs left (we hold its lock: none is live)."""
+    if parent.is_dir():
+        for child in parent.iterdir():
+            if child.name.startswith(prefix) and child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """A non-incremental output may replace only a dataset of ours (or nothing, or an empty dir)."""
+    if out_dir.is_symlink() or out_dir.is_file():
+        raise OutputDirError(out_dir, "exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
+        if versions(out_dir):
+            raise OutputDirError(out_dir, "holds incremental versions; compile into it with --incremental")
+        raise OutputDirError(out_dir, "exists, is not empty and is not a prefpair dataset (no manifest.json)")
+
+
+def check_incremental_root(out_dir: Path) -> None:
+    if (out_dir / MANIFEST).is_file():
+        raise OutputDirError(out_dir, "holds a non-incremental dataset; use another output for --incremental")
+    if out_dir.is_file():
+        raise OutputDirError(out_dir, "exists and is not a directory")
+
+
+def replace_dir(staged: Path, out_dir: Path, prefix: str) -> None:
+    """Put ``staged`` in place of ``out_dir``: two renames (the old one aside, the new one in), fsynced.
+
+    Readers see the old dataset or the new one, except between the two renames where the
+    path is briefly missing; a crash there leaves the old one under ``prefix`` (swept next run)
+    and the new one staged.
+    """
+    parent = out_dir.parent
+    old = parent / f"{prefix}old-{uuid.uuid4().hex[:12]}"
+    if out_dir.exists():
+        os.rename(out_dir, old)
+    os.rename(staged, out_dir)
+    fsync_dir(parent)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def versions(root: Path) -> list[Path]:
+    """Committed incremental versions, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), child) for child in root.iterdir() if (m := VERSION_DIR.match(child.name))]
+    return [path for _, path in sorted(found) if (path / MANIFEST).is_file()]
+
+
+def next_version(root: Path) -> str:
+    existing = versions(root)
+    number = int(VERSION_DIR.match(existing[-1].name).group(1)) + 1 if existing else 1  # type: ignore[union-attr]
+    return f"v{number:05d}"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Make every file of a staged dataset durable before it is renamed into place."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(Path(dirpath) / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(4 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Stable JSON (sorted keys, fixed indent, trailing newline): same data, same bytes."""
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    write_json(temp, data)
+    os.replace(temp, path)
