@@ -346,12 +346,13 @@ def bench_compile(results: Results, home: Path, rows: int) -> None:
     out = home / "bare.jsonl"
     db = duckdb.connect(config={"threads": os.cpu_count() or 2})
     started = time.perf_counter()
-    db.execute(f"COPY (SELECT prompt, chosen_id AS chosen, rejected_id AS rejected FROM read_parquet({files})) "
-               f"TO '{out}' (FORMAT JSON)")  # fmt: skip
+    # The same rows, in the shape TRL reads: the prompt and two candidate texts, straight out.
+    db.execute(f"COPY (SELECT prompt, candidates[1].text AS chosen, candidates[2].text AS rejected "
+               f"FROM read_parquet({files})) TO '{out}' (FORMAT JSON)")  # fmt: skip
     bare = rows / (time.perf_counter() - started)
     db.close()
     started = time.perf_counter()
-    result = compile_dataset(log_dir, home / "dataset", CompileConfig(formats=["trl"], seed=0))
+    result = compile_dataset(log_dir, home / "dataset", CompileConfig(formats=("trl",), seed=0))
     elapsed = time.perf_counter() - started
     results.add(Row("compile", f"pairs/s, {rows:,} feedback rows to TRL JSONL", result.pairs_total / elapsed, bare,
                     "pairs/s", "≥ 0.5x bare COPY"))  # fmt: skip

@@ -73,6 +73,7 @@ class TrafficSpec:
     update_share: float = 0.05
     delete_share: float = 0.03
     early_feedback_share: float = 0.04
+    lost_inference_share: float = 0.005  # serving crashed before logging: the feedback becomes an orphan
     malformed: int = 6
 
 
@@ -85,6 +86,7 @@ class SimulationStats:
     updates: int = 0
     deletes: int = 0
     early_feedback: int = 0
+    lost_inferences: int = 0
     malformed: int = 0
     by_source: dict[str, int] = field(default_factory=dict)
 
@@ -168,13 +170,17 @@ class TrafficSimulator:
         }
         early = rng.random() < spec.early_feedback_share
         with_feedback = rng.random() < spec.feedback_share
-        if not early:
+        lost = with_feedback and rng.random() < spec.lost_inference_share
+        if not early and not lost:
             logger.log_inference(**inference)
         if with_feedback:
             self._feedback(logger, request_id, order, strengths, early)
-        if early:
+        if early and not lost:
             logger.log_inference(**inference)
-        self.stats.inferences += 1
+        if lost:
+            self.stats.lost_inferences += 1
+        else:
+            self.stats.inferences += 1
 
     def _feedback(self, logger: Any, request_id: str, order: list[str], strengths: dict[str, float],
                   early: bool) -> None:

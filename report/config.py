@@ -18,7 +18,7 @@ class ReportConfig(BaseModel):
 
     Optional inputs that only the consumer or the compile job know: ``dead_letters`` (a count,
     or the path of a JSON metrics file holding a ``dead_letters`` number) and ``manifest`` (the
-    ``manifest.json`` of the last compile, whose ``drop_counts`` the report shows).
+    ``manifest.json`` of the last compile, whose ``counts.drops`` the report shows).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

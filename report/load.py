@@ -267,11 +267,12 @@ def read_dead_letters(value: int | Path | None) -> int | None:
 
 
 def read_drop_counts(manifest: Path | None) -> dict[str, int] | None:
-    """The ``drop_counts`` of a compile manifest, or None when no manifest is given or it has none."""
+    """The drop counts (``counts.drops``) of a compile manifest, or None when there is none."""
     if manifest is None:
         return None
     data = _read_json(manifest, "manifest")
-    drops = data.get("drop_counts") if isinstance(data, dict) else None
+    counts = data.get("counts") if isinstance(data, dict) else None
+    drops = counts.get("drops") if isinstance(counts, dict) else None
     if not isinstance(drops, dict):
         return None
     return {str(k): int(v) for k, v in drops.items() if isinstance(v, int | float)}

@@ -381,7 +381,7 @@ def test_optional_inputs_and_the_command_line(tmp_path: Path, run_cli: Any) -> N
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({"consumer": {"dead_letters": 7, "joined": 100}}))
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"drop_counts": {"empty_text": 4, "duplicate": 2}}))
+    manifest.write_text(json.dumps({"counts": {"drops": {"empty_text": 4, "duplicate": 2}}}))
     result = run_cli(
         "report",
         "--bootstrap-rounds",

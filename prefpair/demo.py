@@ -1,0 +1,249 @@
+"""``prefpair demo``: the whole pipeline on synthetic traffic, in one command.
+
+Starts the local Kafka broker unless a cluster is configured (or one already runs), creates a
+fresh set of topics for this run, simulates serving traffic through the producer SDK (several
+model versions, feedback from end users, annotators, a model judge and a reward model, updates,
+deletes, feedback before its inference, lost inferences, malformed messages), runs the consumer
+until the group has caught up, compiles a dataset, writes the analytics report and prints a
+summary. It stops what it started. Each run gets its own topics and folder under
+``<home>/demo/<run id>``, so running it again never mixes runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefpair.compile import CompileConfig, CompileResult, compile_dataset
+from prefpair.config import Settings
+from prefpair.consumers import ConsumerConfig, ConsumerDaemon, RunStats
+from prefpair.kafka import client_config, create_producer
+from prefpair.producers import PreferenceLogger
+from prefpair.producers.simulate import SimulationStats, TrafficSimulator, TrafficSpec
+from prefpair.topics import create_topics
+
+log = logging.getLogger(__name__)
+
+DEMO_GRACE_MS = 3_000
+"""Feedback waits this long for its inference in the demo (the daemon's default is 5 minutes)."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    requests: int
+    seed: int
+    partitions: int
+    keep_broker: bool
+    report: bool
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the whole pipeline on synthetic traffic (local broker, consumer, compile, report, summary)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--requests", type=int, default=3000, help="simulated requests (default 3000)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the simulation and the compile (default 7)")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions per topic (default 4)")
+    parser.add_argument("--no-report", action="store_true", help="skip the analytics report")
+    parser.add_argument(
+        "--keep-broker", action="store_true", help="leave the local broker running if the demo started it"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    options = DemoOptions(args.requests, args.seed, args.partitions, args.keep_broker, not args.no_report)
+    if getattr(args, "log_level", None) is None:  # the steps and progress bars say enough; --log-level INFO for more
+        logging.getLogger("prefpair").setLevel(logging.WARNING)
+    run_id = time.strftime("%Y%m%d-%H%M%S")
+    folder = (settings.home / "demo" / run_id).resolve()
+    with _cluster(settings, options.keep_broker) as live:
+        demo = live.model_copy(
+            update={
+                "inference_topic": f"prefpair.demo.{run_id}.inference",
+                "feedback_topic": f"prefpair.demo.{run_id}.feedback",
+                "dead_letter_topic": f"prefpair.demo.{run_id}.dead-letters",
+                "partitions": options.partitions,
+                "home": folder,
+            }
+        )
+        return _pipeline(demo, options, folder)
+
+
+@contextlib.contextmanager
+def _cluster(settings: Settings, keep: bool) -> Iterator[Settings]:
+    """Settings pointing at a running cluster; starts (and later stops) the local broker if needed."""
+    if settings.bootstrap_servers:
+        yield settings
+        return
+    from prefpair.broker import LocalBroker, running_address
+
+    address = running_address(settings.broker_dir)
+    if address:
+        _step(f"using the local broker already running at {address}")
+        yield settings.model_copy(update={"bootstrap_servers": address})
+        return
+    broker = LocalBroker(settings.broker_dir)
+    _step(f"starting the local Kafka broker (data in {settings.broker_dir})")
+    bootstrap = broker.start()
+    _step(f"broker up at {bootstrap}")
+    try:
+        yield settings.model_copy(update={"bootstrap_servers": bootstrap})
+    finally:
+        if keep:
+            _step(f"leaving the broker running at {bootstrap} (`prefpair broker stop` stops it)")
+        else:
+            broker.stop()
+            _step("broker stopped")
+
+
+def _step(message: str) -> None:
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+def _bar(total: int, desc: str, unit: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=True, dynamic_ncols=True)
+
+
+def _pipeline(settings: Settings, options: DemoOptions, folder: Path) -> int:
+    started = time.monotonic()
+    report = create_topics(settings)
+    _step(f"topics {settings.inference_topic} and {settings.feedback_topic}, {report.co_partitions} partitions each")
+
+    traffic = _simulate(settings, options)
+    _step(
+        f"sent {traffic.inferences} inferences and {traffic.feedback_events} feedback events "
+        f"({traffic.updates} updates, {traffic.deletes} deletes, {traffic.early_feedback} before their inference, "
+        f"{traffic.lost_inferences} whose inference was never logged) and {traffic.malformed} malformed messages"
+    )
+
+    _step(f"consuming until caught up: join on request id into {settings.log_dir}")
+    consumed = _consume(settings, folder, traffic)
+
+    _step("compiling the dataset (resolve, derive pairs, clean, sample, split, write formats)")
+    result = compile_dataset(settings.log_dir, folder / "dataset", CompileConfig(seed=options.seed))
+
+    report_path = None
+    if options.report:
+        _step("writing the analytics report (model ratings, bias checks, agreement, feedback health)")
+        report_path = _report(settings, folder, result, consumed)
+
+    _summary(settings, traffic, consumed, result, report_path, time.monotonic() - started)
+    return 0
+
+
+def _simulate(settings: Settings, options: DemoOptions) -> SimulationStats:
+    simulator = TrafficSimulator(TrafficSpec(requests=options.requests, seed=options.seed))
+    raw = create_producer(client_config(settings))
+
+    def send_raw(key: bytes, value: bytes) -> None:  # what a buggy foreign producer would send
+        raw.produce(settings.feedback_topic, key=key, value=value)
+
+    with _bar(options.requests, "simulating serving traffic", "req") as bar, PreferenceLogger(settings) as logger:
+        traffic = simulator.run(logger, send_raw=send_raw, progress=bar.update)
+        logger.flush(60)
+    if raw.flush(30):
+        raise RuntimeError("malformed demo messages were not delivered")
+    return traffic
+
+
+def _consume(settings: Settings, folder: Path, traffic: SimulationStats) -> RunStats:
+    config = ConsumerConfig(
+        group_id=f"prefpair-demo-{folder.name}",
+        grace_ms=DEMO_GRACE_MS,
+        progress_interval_s=1.0,
+        metrics_path=str(folder / "consumer-metrics.json"),
+    )
+    daemon = ConsumerDaemon(settings, config)
+    expected = traffic.inferences + traffic.feedback_events + traffic.malformed
+    with _bar(expected, "consuming", "ev") as bar:
+        stop = _follow(lambda: daemon.stats.consumed, bar)
+        try:
+            stats = daemon.run(until_caught_up=True)
+        finally:
+            stop()
+    return stats
+
+
+def _follow(value: Callable[[], int], bar: Any) -> Callable[[], None]:
+    """Move ``bar`` to ``value()`` from a background thread; returns the function that stops it."""
+    import threading
+
+    done = threading.Event()
+
+    def loop() -> None:
+        while not done.wait(0.2):
+            bar.update(max(0, value() - bar.n))
+        bar.update(max(0, value() - bar.n))
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        done.set()
+        thread.join()
+
+    return stop
+
+
+def _report(settings: Settings, folder: Path, result: CompileResult, consumed: RunStats) -> Path:
+    from prefpair.report import ReportConfig, build_report
+
+    report = build_report(
+        settings.log_dir,
+        folder / "report",
+        ReportConfig(manifest=result.manifest, dead_letters=consumed.dead_letters, bootstrap_rounds=100),
+    )
+    return report.html_path
+
+
+def _summary(
+    settings: Settings,
+    traffic: SimulationStats,
+    consumed: RunStats,
+    result: CompileResult,
+    report_path: Path | None,
+    seconds: float,
+) -> None:
+    sent = traffic.inferences + traffic.feedback_events + traffic.malformed
+    drops = ", ".join(f"{reason} {count}" for reason, count in sorted(result.drop_counts.items()) if count) or "none"
+    splits = ", ".join(f"{split} {count}" for split, count in sorted(result.split_counts.items()))
+    lines = [
+        "",
+        f"prefpair demo finished in {seconds:.1f} s",
+        f"  events sent         {sent} ({traffic.inferences} inference, {traffic.feedback_events} feedback, "
+        f"{traffic.malformed} malformed)",
+        f"  joined rows         {consumed.joined} (hot {consumed.joined_hot}, waited {consumed.joined_waited}, "
+        f"landed {consumed.joined_landed})",
+        f"  orphans             {consumed.orphans} (feedback whose inference never came)",
+        f"  dead letters        {consumed.dead_letters} (in topic {settings.dead_letter_topic})",
+        f"  duplicates skipped  {consumed.duplicates}",
+        f"  pairs               {result.pairs_total}: {splits}",
+        f"  drops by reason     {drops}",
+        f"  log                 {settings.log_dir}",
+        f"  dataset             {result.out_dir}",
+        f"  manifest            {result.manifest}",
+    ]
+    if report_path is not None:
+        lines.append(f"  report              {report_path}")
+    lines += [
+        "",
+        "Next: open the report in a browser; read the dataset card (README.md) and manifest.json beside",
+        "the JSONL files; `prefpair compile --help` for filters, formats and incremental runs;",
+        "`prefpair consume --help` to run the daemon against your own cluster.",
+    ]
+    print("\n".join(lines))
+    log.debug("demo summary: %s", json.dumps({"consumer": consumed.to_json(), "pairs": result.pairs_total}))
