@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from prefpair.config import Settings
-from prefpair.consumers.compaction import compact
+from prefpair.consumers.compaction import DEFAULT_DELETE_AFTER_S, DEFAULT_TARGET_ROWS, compact
 from prefpair.consumers.config import ConsumerConfig
 from prefpair.consumers.daemon import ConsumerDaemon
 
@@ -38,7 +38,6 @@ def register(subparsers: Any) -> None:
             "once. Run any number of instances with the same --group-id. SIGTERM or SIGINT flush, "
             "commit and leave the group. Each option also reads PREFPAIR_CONSUMER_<NAME>."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     defaults = ConsumerConfig()
     for field, (flag, kind) in _FLAGS.items():
@@ -56,7 +55,14 @@ def register(subparsers: Any) -> None:
         help="merge small segments of the Parquet log (keeps offsets and exactly-once)",
         description="Merge runs of small contiguous log segments into bigger ones; safe beside a running consumer.",
     )
-    compact_parser.add_argument("--target-rows", type=int, default=200_000, help="rows per merged segment at most")
+    compact_parser.add_argument(
+        "--target-rows", type=int, default=DEFAULT_TARGET_ROWS,
+        help=f"rows per merged segment at most [{DEFAULT_TARGET_ROWS}]",
+    )  # fmt: skip
+    compact_parser.add_argument(
+        "--delete-after", type=float, default=DEFAULT_DELETE_AFTER_S,
+        help=f"seconds merged parts stay on disk for readers that listed them earlier [{DEFAULT_DELETE_AFTER_S:g}]",
+    )  # fmt: skip
     compact_parser.set_defaults(func=run_compact)
 
 
@@ -92,9 +98,9 @@ def run_consume(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_compact(args: argparse.Namespace, settings: Settings) -> int:
-    report = compact(Path(settings.log_dir), target_rows=args.target_rows)
+    report = compact(Path(settings.log_dir), target_rows=args.target_rows, delete_after_s=args.delete_after)
     print(
         f"compacted {settings.log_dir}: {report.segments_before} -> {report.segments_after} segments "
-        f"in {report.partitions} partitions"
+        f"in {report.partitions} partitions; {report.parts_deleted} merged parts deleted"
     )
     return 0

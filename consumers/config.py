@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_GROUP_ID = "prefpair-consumer"
@@ -39,7 +41,9 @@ class ConsumerConfig(BaseModel):
         ge=0,
         description="Event ids remembered per partition to drop producer-side duplicates.",
     )
-    compression: str = Field(default="snappy", description="Parquet compression: snappy, zstd, lz4, none.")
+    compression: Literal["snappy", "zstd", "lz4", "gzip", "none"] = Field(
+        default="snappy", description="Parquet compression of log files."
+    )
     batch_size: int = Field(default=1000, ge=1, le=100_000, description="Messages fetched per poll.")
     progress_interval_s: float = Field(default=10.0, gt=0, description="Seconds between progress lines.")
     metrics_path: str | None = Field(

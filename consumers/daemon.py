@@ -25,7 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from prefpair.config import Settings
 from prefpair.consumers.config import ConsumerConfig
 from prefpair.consumers.dead_letters import DeadLetterSink
-from prefpair.consumers.exceptions import ConsumerError
+from prefpair.consumers.exceptions import ConsumerError, SegmentCommitError
 from prefpair.consumers.join import HotState, PartitionJoin, feedback_row, inference_row, now_ms
 from prefpair.consumers.landed import LandedLog
 from prefpair.consumers.metrics import RunStats, current_rss, write_metrics
@@ -153,7 +153,7 @@ class ConsumerDaemon:
                 if clean:
                     self._flush(list(self._joins), reason="shutdown")
             finally:
-                if self._first_message_at is not None:
+                if self._first_message_at is not None and not self.stats.busy_seconds:
                     self.stats.busy_seconds = round(time.monotonic() - self._first_message_at, 3)
                 self._progress(max(time.monotonic() - last_progress, 1e-3), last_counts)
                 consumer.close()
@@ -241,6 +241,8 @@ class ConsumerDaemon:
         if not all(join.pending_count == 0 and not join.has_changes() for join in self._joins.values()):
             return False
         now = time.monotonic()
+        if self._first_message_at is not None:  # our share is done: throughput is measured to here
+            self.stats.busy_seconds = round(now - self._first_message_at, 3)
         if now - self._last_group_check < 1.0:
             return False
         self._last_group_check = now
@@ -255,12 +257,13 @@ class ConsumerDaemon:
         ]  # fmt: skip
         try:
             consumer.commit(offsets=own, asynchronous=False)
-            everything = [
+            others = [
                 TopicPartition(topic, number)
                 for topic in (self.settings.inference_topic, self.settings.feedback_topic)
                 for number in range(self._partitions)
+                if number not in self._joins  # ours are at their end: we just saw it
             ]
-            for tp in consumer.committed(everything, timeout=10):
+            for tp in consumer.committed(others, timeout=10) if others else []:
                 low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
                 if high > low and tp.offset < high:
                     return False
@@ -317,11 +320,18 @@ class ConsumerDaemon:
                 )  # fmt: skip
             resume = segment_state(join, self._dead_letters.positions(partition))
             out = join.out
-            write_segment(
-                self.log_dir, name,
-                {"inference": out.inference, "feedback": out.feedback, "orphans": out.orphans},
-                resume, compression=self.config.compression,
-            )  # fmt: skip
+            try:
+                write_segment(
+                    self.log_dir, name,
+                    {"inference": out.inference, "feedback": out.feedback, "orphans": out.orphans},
+                    resume, compression=self.config.compression,
+                )  # fmt: skip
+            except SegmentCommitError as exc:
+                # Another member owns this partition now (we were too slow to notice a rebalance):
+                # its rows are that member's to write; drop ours and carry on with the rest.
+                log.warning("giving up partition %d: %s", partition, exc)
+                self._retire(partition)
+                continue
             self.stats.segments += 1
             self.stats.rows_written += len(out.inference) + len(out.feedback) + len(out.orphans)
             self.stats.joined += len(out.feedback)

@@ -14,6 +14,7 @@ already there, so a replay does not send them twice.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -96,12 +97,18 @@ class DeadLetterSink:
             )  # fmt: skip
         return {target: self._next[target]}
 
-    def _scan(self, consumer: Consumer, source_partition: int, high: int) -> set[tuple[str, int]]:
+    def _scan(
+        self, consumer: Consumer, source_partition: int, high: int, timeout: float = 60.0
+    ) -> set[tuple[str, int]]:
         seen: set[tuple[str, int]] = set()
+        deadline = time.monotonic() + timeout
         while True:
-            msg = consumer.poll(5.0)
+            msg = consumer.poll(1.0)
             if msg is None:
-                raise DeadLetterError(self.topic, "timed out reading the dead-letter topic on resume")
+                if time.monotonic() > deadline:
+                    reason = f"could not read it to offset {high} within {timeout:g} s on resume"
+                    raise DeadLetterError(self.topic, reason)
+                continue
             error = msg.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:

@@ -330,9 +330,14 @@ def test_compaction_keeps_rows_and_resume_point(make_settings: MakeSettings) -> 
         ConsumerDaemon(settings, ConsumerConfig(group_id="cmp")).run(until_caught_up=True)
     before = log_ids(settings.log_dir)
     segments_before = list(committed_segments(settings.log_dir))
-    report = compact(settings.log_dir)
+    on_disk = sum(1 for _ in settings.log_dir.glob("partition=*/seg-*"))
+    report = compact(settings.log_dir)  # merged parts stay on disk, hidden, for readers that listed them
     segments_after = list(committed_segments(settings.log_dir))
     assert len(segments_after) < len(segments_before) and report.segments_after == len(segments_after)
+    on_disk_merged = sum(1 for _ in settings.log_dir.glob("partition=*/seg-*"))
+    assert report.parts_deleted == 0 and on_disk_merged > on_disk
+    assert compact(settings.log_dir, delete_after_s=0).parts_deleted == on_disk_merged - len(segments_after)
+    assert sum(1 for _ in settings.log_dir.glob("partition=*/seg-*")) == len(segments_after)
     after = log_ids(settings.log_dir)
     assert {k: sorted(v) for k, v in after.items()} == {k: sorted(v) for k, v in before.items()}
     ends = {p: max((s.inference_end, s.feedback_end) for s, _ in segments_before if s.partition == p) for p in (0, 1)}
