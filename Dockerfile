@@ -22,8 +22,8 @@ COPY compile ./compile
 COPY service ./service
 COPY report ./report
 
-# Plain install (no editable mode, no dev extras): prefpair and its runtime dependencies only.
-RUN pip install . \
+# Plain install (no editable mode, no dev extras): prefpair, its runtime dependencies and the HTTP service.
+RUN pip install ".[service]" \
     && useradd --create-home --uid 1000 prefpair \
     && mkdir -p /data \
     && chown prefpair /data

@@ -115,6 +115,8 @@ class Settings(BaseModel):
         """A loggable view: secrets in passthrough options are masked."""
         data = self.model_dump(mode="json")
         data["kafka"] = {k: ("***" if is_secret(k) else v) for k, v in self.kafka.items()}
+        if self.schema_registry_url:
+            data["schema_registry_url"] = redact_url(self.schema_registry_url)
         return data
 
     def __repr__(self) -> str:  # never print secrets by accident
@@ -127,6 +129,14 @@ def is_secret(option: str) -> bool:
     """Whether a librdkafka option name holds a credential."""
     lowered = option.lower()
     return any(marker in lowered for marker in SECRET_MARKERS)
+
+
+def redact_url(url: str) -> str:
+    """``https://user:secret@host`` as ``https://***@host``: credentials in a URL are secrets too."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
 
 
 def parse_kafka_options(pairs: list[str] | None) -> dict[str, str]:

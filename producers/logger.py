@@ -14,8 +14,9 @@ wait on the network (only a full local queue under ``queue_full="block"`` can wa
 the broker: use :meth:`~PreferenceLogger.aflush` / :meth:`~PreferenceLogger.aclose` there.
 
 Delivery reports (success counts, failures, the ``on_delivery_error`` callback) are served
-by ``poll(0)`` after each log call and by ``flush``/``close``; a logger that sits idle serves
-them on its next call.
+by ``poll(0)`` after each log call and by a background thread of the logger's own, so a logger
+that sits idle still learns of a failure when it happens; ``on_delivery_error`` may therefore
+run on that thread.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from prefpair.schemas.models import (
     SourceType,
 )
 from prefpair.schemas.registry import FEEDBACK, INFERENCE
-from prefpair.schemas.wire import Codec, ConfluentCodec, SingleObjectCodec
+from prefpair.schemas.wire import Codec, codec_for
 
 log = logging.getLogger("prefpair.producers")
 
@@ -194,6 +195,14 @@ class PreferenceLogger:
         self._report: DeliveryReport | None = None
         self._remember_requests = remember_requests
         self._known: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._stop_polling = threading.Event()
+        self._poller = threading.Thread(target=self._poll_loop, name="prefpair-logger-poll", daemon=True)
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        """Serve delivery reports while the caller is idle (poll releases the GIL while it waits)."""
+        while not self._stop_polling.is_set():
+            self._producer.poll(0.2)
 
     # ------------------------------------------------------------------ inference
     def log_inference(
@@ -402,6 +411,8 @@ class PreferenceLogger:
             if remaining:
                 self._producer.purge(in_queue=True, in_flight=True, blocking=False)
                 remaining = self._producer.flush(PURGE_GRACE_S)
+            self._stop_polling.set()
+            self._poller.join(5)
             with self._lock:
                 self._report = DeliveryReport(
                     sent=self._sent,
@@ -682,11 +693,7 @@ def producer_settings(
 
 def default_codec(settings: Settings) -> Codec:
     """Single-object encoding, or Schema Registry framing when a registry URL is configured."""
-    if not settings.schema_registry_url:
-        return SingleObjectCodec()
-    from prefpair.schemas.schema_registry import HttpSchemaRegistry, value_subjects
-
-    return ConfluentCodec(HttpSchemaRegistry(settings.schema_registry_url), value_subjects(settings))
+    return codec_for(settings)
 
 
 _SOURCES = {member: FeedbackSource(type=member) for member in SourceType}

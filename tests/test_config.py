@@ -178,3 +178,10 @@ def test_no_bootstrap_and_no_local_broker(run_cli: RunCli, tmp_path: Path) -> No
     result = run_cli("topics", "create", "--home", str(tmp_path / "nothing-here"))
     assert result.returncode == 2
     assert "prefpair broker start" in _one_error_line(result)
+
+
+def test_credentials_in_the_registry_url_are_not_logged() -> None:
+    settings = Settings.load({"schema_registry_url": "https://alice:s3cret@registry.example:8081/path"}, environ={})
+    assert "s3cret" not in repr(settings) and "alice" not in str(settings.redacted())
+    assert settings.redacted()["schema_registry_url"] == "https://***@registry.example:8081/path"
+    assert settings.schema_registry_url == "https://alice:s3cret@registry.example:8081/path"  # still usable

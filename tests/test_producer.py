@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -494,7 +495,11 @@ def test_events_survive_a_broker_restart_and_fail_when_it_stays_down(
     assert logger.flush(30) == 0
     private_broker.stop()
     lost_feedback = {_log_request(logger, f"lost-{i}") for i in range(3)}
-    report = logger.close()  # waits the 5 s delivery timeout (plus a margin), then reports
+    deadline = time.monotonic() + 30
+    while len(seen) < 6 and time.monotonic() < deadline:  # no calls: the logger's own thread reports
+        time.sleep(0.2)
+    assert len(seen) == 6 and logger.stats.failed == 6
+    report = logger.close()
     assert (report.sent, report.delivered, report.failed, report.pending) == (8, 2, 6, 0)
     assert {f.request_id for f in report.failed_events} == {"lost-0", "lost-1", "lost-2"}
     assert {f.feedback_id for f in report.failed_events} - {None} == lost_feedback
