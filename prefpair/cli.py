@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,6 +64,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--log-level", default=None, help="DEBUG, INFO (default), WARNING [PREFPAIR_LOG_LEVEL]"
     )
+    group.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="text (default) or json: one JSON object per line, for log shippers [PREFPAIR_LOG_FORMAT]",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -106,21 +115,37 @@ def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentPars
     return leaves
 
 
-def configure_logging(level: str | None) -> None:
-    import os
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the exception, if any)."""
 
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str | None, fmt: str | None = None) -> None:
     chosen = (level or os.environ.get("PREFPAIR_LOG_LEVEL") or "INFO").upper()
-    logging.basicConfig(
-        level=getattr(logging, chosen, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if (fmt or os.environ.get("PREFPAIR_LOG_FORMAT") or "text").lower() == "json":
+        formatter: logging.Formatter = JsonFormatter()
+        formatter.converter = time.gmtime
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=getattr(logging, chosen, logging.INFO), handlers=[handler])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(getattr(args, "log_level", None))
+    configure_logging(getattr(args, "log_level", None), getattr(args, "log_format", None))
     try:
         settings = settings_from_args(args)
         code: int = args.func(args, settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -72,3 +73,16 @@ def test_shared_flags_work_after_nested_commands(run_cli: RunCli, tmp_path: Path
     result = run_cli("broker", "status", "--home", str(tmp_path / "h"), "--log-level", "WARNING")
     assert result.returncode == 3
     assert str(tmp_path / "h" / "broker") in result.stdout
+
+
+def test_json_logs_are_one_object_per_line() -> None:
+    code = (
+        "from prefpair.cli import configure_logging; import logging; configure_logging('INFO', 'json'); "
+        "logging.getLogger('prefpair.x').info('joined %d rows', 3); logging.getLogger('prefpair.y').debug('hidden')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    entry = json.loads(lines[0])
+    assert entry["level"] == "INFO" and entry["logger"] == "prefpair.x" and entry["message"] == "joined 3 rows"
+    assert entry["ts"].endswith("Z")
