@@ -119,6 +119,10 @@ class DeliveryReport:
             raise DeliveryError(self.failed_events)
 
 
+IDLE_POLL_S = 0.25
+"""How often the logger's own thread serves delivery reports when the caller has not logged."""
+
+
 def new_id() -> str:
     """A fresh request or feedback id: uuid4 as 32 hex digits."""
     return uuid.uuid4().hex
@@ -196,13 +200,16 @@ class PreferenceLogger:
         self._remember_requests = remember_requests
         self._known: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._stop_polling = threading.Event()
+        self._last_poll = time.monotonic()
         self._poller = threading.Thread(target=self._poll_loop, name="prefpair-logger-poll", daemon=True)
         self._poller.start()
 
     def _poll_loop(self) -> None:
-        """Serve delivery reports while the caller is idle (poll releases the GIL while it waits)."""
-        while not self._stop_polling.is_set():
-            self._producer.poll(0.2)
+        """Serve delivery reports while the caller is idle. While it logs, its own ``poll(0)`` does,
+        and this thread stays out of the way (it would compete for the GIL on the hot path)."""
+        while not self._stop_polling.wait(IDLE_POLL_S):
+            if time.monotonic() - self._last_poll >= IDLE_POLL_S:
+                self._producer.poll(0)
 
     # ------------------------------------------------------------------ inference
     def log_inference(
@@ -540,6 +547,7 @@ class PreferenceLogger:
         with self._lock:
             self._sent += 1
         producer.poll(0)
+        self._last_poll = time.monotonic()
 
     def _produce_when_room(self, topic: str, value: bytes, key: bytes) -> None:
         if self.queue_full == "raise":
