@@ -4,10 +4,11 @@ Stages, in order (each keeps its rows in a temp table; drops are rows with a ``r
 
 1. **events**: the narrow feedback columns of joined and orphaned feedback (an event seen twice
    changes nothing: resolution picks one of two equal rows).
-2. **resolution**: per ``feedback_id``, events in (timestamp, partition, offset) order. The
-   judgment is live when its latest CREATE comes after its latest DELETE; its fields are the
-   latest CREATE's, overlaid by the non-null fields of each later UPDATE (a null keeps the
-   earlier value).
+2. **resolution** (:mod:`prefpair.schemas.resolution`, shared with the service and the report):
+   per ``feedback_id``, events in (timestamp, partition, offset) order. The judgment is live
+   when its latest CREATE comes after its latest DELETE; its fields are the latest CREATE's,
+   overlaid by the non-null fields of each later UPDATE (a null keeps the earlier value).
+   Deleted ones and UPDATEs without a CREATE are drops.
 3. **context**: one wide read of the rows that carry each request's inference (prompt, system
    prompt, messages, candidates...); feedback whose inference never landed is joined to the
    inference table when it arrived later, else dropped as ``no_inference``.
@@ -35,9 +36,16 @@ from pathlib import Path
 import duckdb
 
 from prefpair.compile.config import CompileConfig
+from prefpair.schemas import resolution
 from prefpair.schemas.log import FEEDBACK_LOG, INFERENCE_LOG, ORPHAN_LOG
 
 log = logging.getLogger(__name__)
+
+# The judgment fields the stages read, merged by resolution.
+RESOLVED_FIELDS = (
+    "key", "kind", "outcome", "chosen_id", "rejected_id", "ranking", "candidate_id", "score", "correction", "config",
+    "source",
+)  # fmt: skip
 
 # Drop reasons in the order the stages apply them (the manifest lists them in this order).
 DROP_REASONS = (
@@ -177,9 +185,8 @@ class Pipeline:
     # ------------------------------------------------------------------ 1. events
     def events(self) -> None:
         columns = (
-            "feedback_event_id, feedback_id, op, request_id, feedback_timestamp_ms AS ts, "
-            "feedback_partition AS part, feedback_offset AS off, key, kind, outcome, chosen_id, "
-            "rejected_id, ranking, candidate_id, score, correction, config, source"
+            "feedback_event_id, feedback_id, op, request_id, feedback_timestamp_ms, feedback_partition, "
+            f"feedback_offset, {', '.join(RESOLVED_FIELDS)}"
         )
         self._exec(
             f"""
@@ -197,45 +204,20 @@ class Pipeline:
 
     # ------------------------------------------------------------------ 2. resolution
     def resolve(self) -> None:
-        fields = [
-            "key", "kind", "outcome", "chosen_id", "rejected_id", "ranking",
-            "candidate_id", "score", "correction", "config", "source",
-        ]  # fmt: skip
-        merged = ",\n".join(f"arg_max(o.{f}, o.seq) FILTER (WHERE o.{f} IS NOT NULL) AS {f}" for f in fields)
-        self._exec(
-            """
-            CREATE TEMP TABLE ordered AS
-            SELECT *, row_number() OVER (PARTITION BY feedback_id ORDER BY ts, part, off, feedback_event_id) AS seq
-            FROM events
-            """
-        )
-        self._exec(
-            """
-            CREATE TEMP TABLE feedback_status AS
-            SELECT feedback_id,
-                   max(seq) FILTER (WHERE op = 'CREATE') AS last_create,
-                   max(seq) FILTER (WHERE op = 'DELETE') AS last_delete
-            FROM ordered GROUP BY feedback_id
-            """
-        )
+        """The live judgments (:mod:`prefpair.schemas.resolution`); the others count as drops."""
+        self._exec(f"CREATE TEMP TABLE ordered AS {resolution.ordered_events_sql('events')}")
+        self._exec(f"CREATE TEMP TABLE feedback_status AS {resolution.feedback_status_sql('ordered')}")
         self._exec(
             f"""
             CREATE TEMP TABLE resolved AS
-            SELECT o.feedback_id,
-                   arg_min(o.request_id, o.seq) AS request_id,
-                   max(o.ts) AS judged_at_ms,
-                   {merged}
-            FROM ordered o JOIN feedback_status s USING (feedback_id)
-            WHERE s.last_create IS NOT NULL AND coalesce(s.last_delete, 0) < s.last_create
-              AND o.seq >= s.last_create
-            GROUP BY o.feedback_id
+            SELECT feedback_id, request_id, modified_ms AS judged_at_ms, {", ".join(RESOLVED_FIELDS)}
+            FROM ({resolution.merged_feedback_sql("ordered", "feedback_status", RESOLVED_FIELDS)})
             """
         )
-        for reason, condition in (
-            ("deleted", "last_delete IS NOT NULL AND coalesce(last_create, 0) < last_delete"),
-            ("update_without_create", "last_create IS NULL AND last_delete IS NULL"),
-        ):
-            self.drops[reason] = self._scalar(f"SELECT count(*) FROM feedback_status WHERE {condition}")
+        for reason in (resolution.DELETED, resolution.UPDATE_WITHOUT_CREATE):
+            self.drops[reason] = self._scalar(
+                f"SELECT count(*) FROM feedback_status WHERE status = {sql_string(reason)}"
+            )
         self.stage_counts["feedback_ids"] = self._scalar("SELECT count(*) FROM feedback_status")
         self.stage_counts["judgments_live"] = self._scalar("SELECT count(*) FROM resolved")
         self._exec("DROP TABLE ordered")
@@ -247,7 +229,7 @@ class Pipeline:
         self._exec(
             """
             CREATE TEMP TABLE context_rows AS
-            SELECT request_id, 'f' AS src, min({'part': part, 'off': off}) AS at
+            SELECT request_id, 'f' AS src, min({'part': feedback_partition, 'off': feedback_offset}) AS at
             FROM events
             WHERE joined AND request_id IN (SELECT request_id FROM resolved)
             GROUP BY request_id

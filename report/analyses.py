@@ -28,6 +28,7 @@ from prefpair.report.stats import (
     sigmoid,
     z_value,
 )
+from prefpair.schemas import resolution
 
 # Length ratio (longer / shorter) buckets of the stratified length check.
 LENGTH_RATIO_EDGES = (1.0, 1.1, 1.25, 1.5, 2.0, math.inf)
@@ -360,10 +361,10 @@ def health(data: LogData, config: ReportConfig) -> dict[str, Any]:
         "SELECT source_type, count(*) AS feedback, count(DISTINCT request_id) AS requests "
         "FROM live GROUP BY source_type ORDER BY source_type"
     )
-    deleted = int(data.scalar("SELECT count(*) FROM marks WHERE last_delete = last_seq") or 0)
+    deleted = int(data.scalar(f"SELECT count(*) FROM feedback_status WHERE status = '{resolution.DELETED}'") or 0)
     volume = data.rows(
         "SELECT f.feedback_timestamp_ms AS ts, coalesce(m.any_source_type, 'UNKNOWN') AS source_type "
-        "FROM feedback_raw f JOIN marks m USING (feedback_id)"
+        "FROM feedback_raw f JOIN feedback_status m USING (feedback_id)"
     )
     latency_rows = data.rows("SELECT source_type, created_ms - inference_timestamp_ms AS latency_ms FROM live")
     orphans = data.rows("SELECT reason, count(*) AS n FROM orphans_raw GROUP BY reason ORDER BY n DESC")

@@ -1,9 +1,10 @@
 """Read the committed log with DuckDB: resolve feedback, then derive the judged pairs.
 
-Resolution (per ``feedback_id``): events are ordered by ``(feedback_timestamp_ms,
-feedback_partition, feedback_offset)``; if the latest is a DELETE the feedback is gone;
-otherwise each field takes its latest non-null value among the events after the last DELETE,
-because an UPDATE carries only the fields it changes.
+Resolution (per ``feedback_id``) is the log's one rule, shared with compile and the service
+(:mod:`prefpair.schemas.resolution`), over joined and orphaned feedback events: the feedback's
+life starts at its latest CREATE, later UPDATEs replace the fields they set, a DELETE after that
+CREATE removes it, and UPDATEs or DELETEs without a CREATE before them are not feedback.
+Orphaned feedback whose inference landed later takes it from the inference table.
 
 A *comparison* is one judged pair of candidates of one request: a PAIRWISE judgment
 (PREFERRED or TIE), every pair of a RANKING (tied groups count as ties), and, for agreement
@@ -22,48 +23,45 @@ import numpy as np
 import pyarrow as pa
 
 from prefpair.report.exceptions import EmptyLogError, ReportInputError
-from prefpair.schemas.log import SCHEMAS, table_files
+from prefpair.schemas import resolution
+from prefpair.schemas.log import FEEDBACK_LOG, ORPHAN_LOG, SCHEMAS, table_files
 
-ORDER = "feedback_timestamp_ms, feedback_partition, feedback_offset"
-
-# Columns that an UPDATE may leave null to keep the earlier value.
-_JUDGMENT_COLUMNS = (
-    "key",
-    "kind",
-    "outcome",
-    "chosen_id",
-    "rejected_id",
-    "ranking",
-    "candidate_id",
-    "score",
-    "value",
-    "comment",
-    "correction",
-    "config",
-    "source",
-)
+# The judgment fields the report reads, merged by resolution.
+_JUDGMENT_COLUMNS = tuple(name for name in resolution.PATCHABLE if name != "feedback_metadata")
 _INFERENCE_COLUMNS = ("inference_timestamp_ms", "candidates", "presentation_order")
+# The feedback event and where it was read from: the columns joined and orphaned rows share.
+_EVENT_COLUMNS = ", ".join(name for name in ORPHAN_LOG.names if name in FEEDBACK_LOG.names)
+
+_STATUS_SQL = resolution.feedback_status_sql(
+    "ordered", ["arg_max(source.type, seq) FILTER (WHERE source.type IS NOT NULL) AS any_source_type"]
+)
+_MERGED_SQL = resolution.merged_feedback_sql(
+    "ordered",
+    "feedback_status",
+    _JUDGMENT_COLUMNS,
+    [f"arg_max(o.{c}, o.seq) FILTER (WHERE o.{c} IS NOT NULL) AS {c}" for c in _INFERENCE_COLUMNS],
+)
 
 RESOLVE_SQL = f"""
-CREATE TEMP TABLE ordered AS
-SELECT *, row_number() OVER (PARTITION BY feedback_id ORDER BY {ORDER}) AS seq FROM feedback_raw;
+CREATE TEMP TABLE feedback_events AS
+SELECT {_EVENT_COLUMNS}, {", ".join(_INFERENCE_COLUMNS)} FROM feedback_raw
+UNION ALL BY NAME
+SELECT {_EVENT_COLUMNS} FROM orphans_raw;
 
-CREATE TEMP TABLE marks AS
-SELECT feedback_id, max(seq) AS last_seq,
-       coalesce(max(seq) FILTER (WHERE op = 'DELETE'), 0) AS last_delete,
-       arg_max(source.type, seq) AS any_source_type
-FROM ordered GROUP BY feedback_id;
+CREATE TEMP TABLE ordered AS {resolution.ordered_events_sql("feedback_events")};
+
+CREATE TEMP TABLE feedback_status AS {_STATUS_SQL};
+
+-- orphaned feedback whose inference landed after the grace takes it from the inference table
+CREATE TEMP TABLE first_inference AS
+SELECT request_id, {", ".join(_INFERENCE_COLUMNS)} FROM inference_raw
+QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY inference_partition, inference_offset) = 1;
 
 CREATE TEMP TABLE resolved AS
-SELECT o.feedback_id,
-       arg_min(o.request_id, o.seq) AS request_id,
-       min(o.feedback_timestamp_ms) AS created_ms,
-       max(o.feedback_timestamp_ms) AS updated_ms,
-       count(*) AS events,
-       {", ".join(f"arg_max(o.{c}, o.seq) AS {c}" for c in _JUDGMENT_COLUMNS + _INFERENCE_COLUMNS)}
-FROM ordered o JOIN marks m USING (feedback_id)
-WHERE m.last_delete < m.last_seq AND o.seq > m.last_delete
-GROUP BY o.feedback_id;
+SELECT r.* REPLACE ({", ".join(f"coalesce(r.{c}, i.{c}) AS {c}" for c in _INFERENCE_COLUMNS)})
+FROM ({_MERGED_SQL}) AS r LEFT JOIN first_inference i USING (request_id);
+
+DROP TABLE ordered;
 
 CREATE TEMP TABLE live AS
 SELECT *, source.type AS source_type,
@@ -186,8 +184,8 @@ class Comparisons:
 @dataclass(frozen=True)
 class LogData:
     """What the report reads from the log: an open DuckDB connection with the tables
-    ``feedback_raw``, ``inference_raw``, ``orphans_raw``, ``marks``, ``live`` and ``candidate``,
-    and the comparisons."""
+    ``feedback_raw``, ``inference_raw``, ``orphans_raw``, ``feedback_status`` (status per feedback
+    id, :mod:`prefpair.schemas.resolution`), ``live`` and ``candidate``, and the comparisons."""
 
     con: duckdb.DuckDBPyConnection
     comparisons: Comparisons

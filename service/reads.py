@@ -7,11 +7,11 @@ Feedback events come from ``feedback.parquet`` (joined to their inference) and
 ``orphans.parquet`` (their inference never arrived within the grace; shown with
 ``joined: false`` and the reason). An event seen twice (same event id) counts once.
 
-Resolution, per feedback id: its events are ordered by ``(feedback_timestamp_ms,
-feedback_partition, feedback_offset)`` and the latest op wins. Only events from the latest
-CREATE on count: a DELETE after it removes the feedback (later UPDATEs do not revive it, a
-new CREATE does); each UPDATE patches field-wise: a non-null field (a non-empty metadata map)
-replaces the earlier value, a null field keeps it, so an update cannot clear a field. A repeated
+Resolution, per feedback id, is the log's one rule (:mod:`prefpair.schemas.resolution`, shared
+with compile and the report): its life starts at its latest CREATE; later UPDATEs replace the
+fields they set (a null field, an empty metadata map, keeps the earlier value, so an update
+cannot clear a field); a DELETE after it removes the feedback (later UPDATEs do not revive it, a
+new CREATE does); UPDATEs or DELETEs without a CREATE before them are not feedback. A repeated
 identical CREATE (a client retry that missed the service's idempotency cache) therefore resolves
 to the same feedback, not a second one.
 """
@@ -28,29 +28,16 @@ from typing import Any
 
 import duckdb
 
+from prefpair.schemas import resolution
 from prefpair.schemas.log import FEEDBACK_LOG, ORPHAN_LOG, table_files
 from prefpair.service.exceptions import BadCursorError
 
-# Fields an UPDATE may patch, by their column in the feedback log.
-PATCHABLE = (
-    "key",
-    "kind",
-    "outcome",
-    "chosen_id",
-    "rejected_id",
-    "ranking",
-    "candidate_id",
-    "score",
-    "value",
-    "comment",
-    "correction",
-    "config",
-    "source",
-)
+# Fields of a feedback the API returns as they are (metadata is returned as ``metadata``).
+FIELDS = tuple(name for name in resolution.PATCHABLE if name != "feedback_metadata")
 
 # The feedback event and where it was read from: the columns both tables carry.
 EVENT_COLUMNS = tuple(name for name in ORPHAN_LOG.names if name in FEEDBACK_LOG.names)
-ORDER = "feedback_timestamp_ms, feedback_partition, feedback_offset"
+ORDER = ", ".join(resolution.LOG_ORDER)
 
 MAX_LIMIT = 1000
 
@@ -114,35 +101,15 @@ def _events_sql(joined: bool, orphans: bool, prefilter: str) -> str:
 
 
 def _resolved_sql(events: str) -> str:
-    patched = ",\n       ".join(
-        f"arg_max({name}, seq) FILTER (WHERE {name} IS NOT NULL) AS {name}" for name in PATCHABLE
+    """The live feedback of ``events`` (:mod:`prefpair.schemas.resolution`), with whether any of
+    its events joined its inference and why the others did not."""
+    return resolution.resolved_feedback_sql(
+        f"({events}) AS deduped",
+        aggregates=(
+            "bool_or(o.joined) AS joined",
+            "arg_max(o.orphan_reason, o.seq) FILTER (WHERE NOT o.joined) AS orphan_reason",
+        ),
     )
-    return f"""
-WITH ev AS (
-    SELECT *, row_number() OVER (PARTITION BY feedback_id ORDER BY {ORDER}) AS seq
-    FROM ({events}) AS deduped
-), marks AS (
-    SELECT feedback_id,
-           max(seq) FILTER (WHERE op = 'CREATE') AS created_seq,
-           max(seq) FILTER (WHERE op = 'DELETE') AS deleted_seq
-    FROM ev GROUP BY feedback_id
-), live AS (
-    SELECT ev.* FROM ev JOIN marks USING (feedback_id)
-    WHERE marks.created_seq IS NOT NULL
-      AND (marks.deleted_seq IS NULL OR marks.deleted_seq < marks.created_seq)
-      AND ev.seq >= marks.created_seq
-)
-SELECT feedback_id,
-       arg_max(request_id, seq) FILTER (WHERE op = 'CREATE') AS request_id,
-       {patched},
-       arg_max(feedback_metadata, seq) FILTER (WHERE cardinality(feedback_metadata) > 0) AS metadata,
-       arg_max(feedback_timestamp_ms, seq) FILTER (WHERE op = 'CREATE') AS created_ms,
-       max(feedback_timestamp_ms) AS modified_ms,
-       bool_or(joined) AS joined,
-       arg_max(orphan_reason, seq) FILTER (WHERE NOT joined) AS orphan_reason,
-       count(*) AS events
-FROM live GROUP BY feedback_id
-"""
 
 
 class LogReader:
@@ -280,9 +247,9 @@ def feedback_json(row: dict[str, Any]) -> dict[str, Any]:
     created = row.get("created_ms")
     modified = row.get("modified_ms")
     out: dict[str, Any] = {"id": row["feedback_id"], "request_id": row["request_id"]}
-    for name in PATCHABLE:
+    for name in FIELDS:
         out[name] = _plain(row.get(name))
-    out["metadata"] = _plain(row.get("metadata")) or {}
+    out["metadata"] = _plain(row.get("feedback_metadata")) or {}
     out["created_at"] = iso_ms(created)
     out["modified_at"] = iso_ms(modified)
     out["created_at_ms"] = created
