@@ -252,7 +252,10 @@ class Pipeline:
         self._exec(
             f"""
             CREATE TEMP TABLE ctx AS
-            SELECT request_id, src, part, off, sha256(prompt_text) AS prompt_id,
+            -- The prompt is what the model saw: the system prompt is part of it (same question under
+            -- another system prompt is another prompt, for dedup, contradictions and the split).
+            SELECT request_id, src, part, off,
+                   sha256(coalesce(system_prompt, '') || chr(0) || prompt_text) AS prompt_id,
                    NOT has_text(prompt_text) AS prompt_empty, user_id, environment, tags, presentation_order,
                    list_transform(candidates, lambda c: {{
                        'candidate_id': c.candidate_id, 'text_md5': md5(candidate_text(c)),

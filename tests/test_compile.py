@@ -248,6 +248,15 @@ def test_exact_duplicates_collapse_to_the_latest(log: LogBuilder, tmp_path: Path
     assert result.drop_counts == {"duplicate": 1}
 
 
+def test_another_system_prompt_is_another_prompt(log: LogBuilder, tmp_path: Path) -> None:
+    log.inference("r1", system_prompt="Answer tersely.").pairwise("r1", "a", "b", ts=1000)
+    log.inference("r2", system_prompt="Answer as a pirate.").pairwise("r2", "b", "a", ts=2000)
+    log.commit()
+    result = run(log.log_dir, tmp_path / "out", contradictions="drop")
+    assert pairs(result) == {("Paris.", "Lyon."), ("Lyon.", "Paris.")}  # neither a duplicate nor a contradiction
+    assert result.drop_counts == {}
+
+
 # --------------------------------------------------------------------------- sampling
 def test_cap_per_prompt_stratified_by_source(log: LogBuilder, tmp_path: Path) -> None:
     three("r", log)
