@@ -260,12 +260,12 @@ def test_feedback_after_hot_state_dropped_is_joined_from_landed_events(make_sett
 def test_exactly_once_through_repeated_sigkill(make_settings: MakeSettings) -> None:
     settings = make_settings(partitions=4)
     results: list[Workload] = []
-    sender = threading.Thread(target=lambda: results.append(send_workload(settings, 21_000, seed=7, pace_s=0.8)))
+    sender = threading.Thread(target=lambda: results.append(send_workload(settings, 21_000, seed=7, pace_s=1.2)))
     sender.start()  # traffic keeps coming while the daemon is killed and restarted
     rng = random.Random(11)
     env = cli_env(settings)
     kills = interrupted_progress = 0
-    for _ in range(20):
+    for _ in range(30):
         segments_before = len(list(committed_segments(settings.log_dir)))
         proc = subprocess.Popen(consume_cmd("--flush-interval-ms", str(rng.choice([100, 300, 1000]))), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -283,7 +283,7 @@ def test_exactly_once_through_repeated_sigkill(make_settings: MakeSettings) -> N
         kills += 1
         if len(list(committed_segments(settings.log_dir))) > segments_before:
             interrupted_progress += 1
-        if kills >= 6 and not sender.is_alive():
+        if kills >= 8 or (kills >= 6 and not sender.is_alive()):
             break
     sender.join()
     work = results[0]
