@@ -269,8 +269,10 @@ def bench_memory(results: Results, bootstrap: str, home: Path, sizes: list[int])
         settings = unique_settings(bootstrap, home)
         load_topics(settings, [e for e in encoded_events(n, seed=5) if e[0] == "inference"])
         _, stats = run_daemons(settings, 1, "bench-mem")
-        results.add(Row("memory", f"RSS with {stats[0]['hot_entries']:,} pending inference events",
-                        stats[0]["rss_bytes"] / 2**20, None, "MB", "", False))  # fmt: skip
+        budget = stats[0]["hot_budget_bytes"] // 2**20
+        held = stats[0]["hot_entries"]
+        label = f"RSS after {n:,} inference events awaiting feedback ({held:,} held, {budget} MB budget)"
+        results.add(Row("memory", label, stats[0]["rss_bytes"] / 2**20, None, "MB", "", False))
 
 
 # --------------------------------------------------------------------------- latency

@@ -24,6 +24,7 @@ from prefpair.compile.config import CompileConfig
 from prefpair.compile.exceptions import NoCommittedLogError
 from prefpair.compile.formats import SPECS, projection
 from prefpair.compile.pipeline import Pipeline, sql_string
+from prefpair.durable import fsync_path
 from prefpair.schemas.log import TABLES, committed_segments, table_files
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def compile_dataset(log_dir: Path, out_dir: Path, config: CompileConfig) -> Comp
             if version is not None:
                 target = out_dir / version
                 stage.rename(target)
-                output.fsync_dir(out_dir)
+                fsync_path(out_dir)
                 _write_state(out_dir)
             else:
                 target = out_dir

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from prefpair.compile.exceptions import OutputDirError, OutputLockedError
+from prefpair.durable import fsync_path
 
 MANIFEST = "manifest.json"
 CARD = "README.md"
@@ -114,7 +115,7 @@ def replace_dir(staged: Path, out_dir: Path, prefix: str) -> None:
     if out_dir.exists():
         os.rename(out_dir, old)
     os.rename(staged, out_dir)
-    fsync_dir(parent)
+    fsync_path(parent)
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
 
@@ -133,14 +134,6 @@ def next_version(root: Path) -> str:
     return f"v{number:05d}"
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_tree(root: Path) -> None:
     """Make every file of a staged dataset durable before it is renamed into place."""
     for dirpath, _, filenames in os.walk(root):
@@ -150,7 +143,7 @@ def fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        fsync_dir(Path(dirpath))
+        fsync_path(Path(dirpath))
 
 
 def sha256_file(path: Path) -> str:

@@ -12,21 +12,16 @@ module and the tests' ``LogBuilder`` share.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from prefpair.config import DEFAULT_FEEDBACK_TOPIC, DEFAULT_INFERENCE_TOPIC
-from prefpair.schemas.log import FEEDBACK_LOG, INFERENCE_LOG, SCHEMAS, TEMP_PREFIX, SegmentName, partition_dir
+from prefpair.consumers.segments import write_segment_tables
+from prefpair.schemas.log import FEEDBACK_LOG, INFERENCE_LOG, SegmentName
 
 START_MS = 1_793_491_200_000  # 2026-11-01T00:00:00Z: fixed, so a seed gives the same log
 MODELS = ("chat-large", "chat-medium", "chat-small")
@@ -52,51 +47,8 @@ WORDS = (
 def commit_segment(
     log_dir: Path, name: SegmentName, tables: Mapping[str, pa.Table], *, compression: str = "snappy"
 ) -> Path:
-    """Write one segment as the consumer does: a ``.tmp-*`` dir, fsync, rename into place.
-
-    ``tables`` maps ``inference`` / ``feedback`` / ``orphans`` to tables with the log schemas
-    (empty tables are skipped). A ``state.json`` with the segment's resume point is written too.
-    """
-    parent = partition_dir(log_dir, name.partition)
-    parent.mkdir(parents=True, exist_ok=True)
-    temp = parent / f"{TEMP_PREFIX}{name.dirname}-{uuid.uuid4().hex[:8]}"
-    temp.mkdir()
-    try:
-        for table_name, table in tables.items():
-            if table.num_rows == 0:
-                continue
-            target = temp / f"{table_name}.parquet"
-            schema = SCHEMAS[table_name]
-            if not table.schema.equals(schema):
-                table = table.cast(schema)
-            pq.write_table(table, target, compression=compression)
-            _fsync(target)
-        state = {
-            "version": 1,
-            "partition": name.partition,
-            "inference_next": name.inference_end,
-            "feedback_next": name.feedback_end,
-            "pending": [],
-            "dead_letter_next": {},
-            "written_at_ms": int(time.time() * 1000),
-        }
-        (temp / "state.json").write_text(json.dumps(state), encoding="utf-8")
-        _fsync(temp)
-        final = name.path(log_dir)
-        os.rename(temp, final)
-        _fsync(parent)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    return final
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Write one segment as the consumer does (``.tmp-*`` dir, fsync, rename), from Arrow tables."""
+    return write_segment_tables(log_dir, name, tables, compression=compression)
 
 
 def _prefixed(prefix: str, numbers: np.ndarray) -> pa.Array:

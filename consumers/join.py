@@ -49,7 +49,7 @@ def feedback_row(record: dict[str, Any], topic: str, partition: int, offset: int
     return row
 
 
-PYTHON_OVERHEAD = 3
+PYTHON_OVERHEAD = 4
 """Decoded rows take about this many times their Avro size in memory (dicts, str objects)."""
 
 

@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prefpair.consumers.exceptions import CorruptStateError, SegmentCommitError
+from prefpair.durable import fsync_path
 from prefpair.schemas.log import SCHEMAS, TEMP_PREFIX, SegmentName, committed_segments, partition_dir
 
 log = logging.getLogger(__name__)
@@ -87,14 +88,6 @@ def newest_segment(log_dir: Path, partition: int) -> SegmentName | None:
     return max(segments, key=lambda segment: segment.resume_key) if segments else None
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_segment(
     log_dir: Path,
     name: SegmentName,
@@ -114,7 +107,7 @@ def write_segment(
             if rows:
                 target = temp / f"{table}.parquet"
                 pq.write_table(rows_to_table(rows, SCHEMAS[table]), target, compression=_codec(compression))
-                _fsync(target)
+                fsync_path(target)
 
     return _commit(log_dir, name, fill, state, check_continuity=True)
 
@@ -135,7 +128,7 @@ def write_segment_files(
             with pq.ParquetWriter(target, SCHEMAS[table], compression=_codec(compression)) as writer:
                 for file in files:
                     writer.write_table(pq.read_table(file, schema=SCHEMAS[table]))
-            _fsync(target)
+            fsync_path(target)
 
     return _commit(log_dir, name, fill, state, check_continuity=False)
 
@@ -144,6 +137,34 @@ def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """Rows (dicts) as a table of ``schema``; via one struct array, ~9x faster than ``Table.from_pylist``."""
     array = pa.array(rows, type=pa.struct(list(schema)))
     return pa.Table.from_struct_array(array).cast(schema)
+
+
+def write_segment_tables(
+    log_dir: Path,
+    name: SegmentName,
+    tables: Mapping[str, pa.Table],
+    state: ResumeState | None = None,
+    *,
+    compression: str = "snappy",
+) -> Path:
+    """Write one segment from Arrow tables (cast to the log schemas; empty ones skipped), atomically.
+
+    For tools that build logs in bulk (synthetic logs for tests, demos and benchmarks); the default
+    state records the segment's ends as the resume point and nothing waiting.
+    """
+
+    def fill(temp: Path) -> None:
+        for table, data in tables.items():
+            if data.num_rows:
+                target = temp / f"{table}.parquet"
+                schema = SCHEMAS[table]
+                pq.write_table(data if data.schema.equals(schema) else data.cast(schema), target,
+                               compression=_codec(compression))  # fmt: skip
+                fsync_path(target)
+
+    if state is None:
+        state = ResumeState(name.partition, name.inference_end, name.feedback_end, has_segments=True)
+    return _commit(log_dir, name, fill, state, check_continuity=False)
 
 
 def _codec(compression: str) -> str | None:
@@ -162,15 +183,15 @@ def _commit(
         fill(temp)
         state_path = temp / STATE_FILE
         state_path.write_text(json.dumps(state.to_json(), separators=(",", ":")), encoding="utf-8")
-        _fsync(state_path)
-        _fsync(temp)
+        fsync_path(state_path)
+        fsync_path(temp)
         if check_continuity:
             _check_continuity(log_dir, name)
         try:
             os.rename(temp, final)
         except OSError as exc:
             raise SegmentCommitError(final, f"already committed by another writer ({exc.strerror})") from None
-        _fsync(parent)
+        fsync_path(parent)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise

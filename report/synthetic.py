@@ -13,26 +13,22 @@ consumer there is, for tests that need exact rows (updates, deletes, agreement c
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from prefpair.config import DEFAULT_FEEDBACK_TOPIC, DEFAULT_INFERENCE_TOPIC
+from prefpair.consumers.segments import write_segment_tables
 from prefpair.schemas.log import (
     FEEDBACK_LOG,
     FEEDBACK_RENAMES,
     INFERENCE_LOG,
     INFERENCE_RENAMES,
     ORPHAN_LOG,
-    TEMP_PREFIX,
     SegmentName,
 )
 
@@ -84,29 +80,9 @@ def _renamed(event: Mapping[str, Any], renames: Mapping[str, str]) -> dict[str, 
     return {renames.get(k, k): v for k, v in event.items()}
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _commit(log_dir: Path, name: SegmentName, tables: Mapping[str, pa.Table]) -> Path:
     """Write the segment's files under a temporary name, then rename it into place."""
-    final = name.path(log_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temp = final.parent / f"{TEMP_PREFIX}{name.dirname}-{uuid.uuid4().hex[:8]}"
-    temp.mkdir()
-    for table_name, table in tables.items():
-        pq.write_table(table, temp / f"{table_name}.parquet")
-    (temp / "state.json").write_text(
-        json.dumps({"inference_next": name.inference_end, "feedback_next": name.feedback_end, "pending": []})
-    )
-    _fsync_dir(temp)
-    os.rename(temp, final)
-    _fsync_dir(final.parent)
-    return final
+    return write_segment_tables(log_dir, name, tables)
 
 
 class SegmentWriter:
