@@ -14,6 +14,7 @@ from prefpair.consumers.daemon import ConsumerDaemon
 
 _FLAGS = {
     "group_id": ("--group-id", str),
+    "instance_id": ("--instance-id", str),
     "grace_ms": ("--grace-ms", int),
     "flush_interval_ms": ("--flush-interval-ms", int),
     "flush_rows": ("--flush-rows", int),

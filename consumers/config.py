@@ -19,6 +19,12 @@ class ConsumerConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     group_id: str = Field(default=DEFAULT_GROUP_ID, min_length=1, description="Kafka consumer group.")
+    instance_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Static group membership (group.instance.id): a restarted instance with the same id "
+        "takes its partitions back at once instead of after the session timeout.",
+    )
     grace_ms: int = Field(
         default=5 * 60 * 1000,
         ge=0,

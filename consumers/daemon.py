@@ -31,6 +31,7 @@ from prefpair.consumers.landed import LandedLog
 from prefpair.consumers.metrics import RunStats, current_rss, write_metrics
 from prefpair.consumers.segments import (
     ResumeState,
+    bind_log_to_topics,
     newest_segment,
     read_resume_state,
     sweep_temporaries,
@@ -98,6 +99,7 @@ class ConsumerDaemon:
     # ------------------------------------------------------------------ main loop
     def run(self, until_caught_up: bool = False) -> RunStats:
         settings, config = self.settings, self.config
+        bind_log_to_topics(self.log_dir, settings.inference_topic, settings.feedback_topic)
         consumer = create_consumer(
             client_config(
                 settings,
@@ -108,6 +110,7 @@ class ConsumerDaemon:
                 partition_assignment_strategy="range",
                 session_timeout_ms=config.session_timeout_ms,
                 heartbeat_interval_ms=min(1_000, config.session_timeout_ms // 3),
+                **({"group_instance_id": config.instance_id} if config.instance_id else {}),
             )
         )
         self._consumer = consumer

@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prefpair.consumers.exceptions import CorruptStateError, SegmentCommitError
+from prefpair.consumers.exceptions import ConsumerError, CorruptStateError, SegmentCommitError
 from prefpair.durable import fsync_path
 from prefpair.schemas.log import SCHEMAS, TEMP_PREFIX, SegmentName, committed_segments, partition_dir
 
@@ -72,6 +72,34 @@ class ResumeState:
             dead_letter_next={int(k): int(v) for k, v in data.get("dead_letter_next", {}).items()},
             has_segments=True,
         )
+
+
+LOG_FILE = "LOG.json"
+"""Names the topics a log holds; its segment names carry partitions and offsets, not topics."""
+
+
+def bind_log_to_topics(log_dir: Path, inference_topic: str, feedback_topic: str) -> None:
+    """Record which topics ``log_dir`` holds, or refuse a log that holds other topics' offsets."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / LOG_FILE
+    wanted = {"inference_topic": inference_topic, "feedback_topic": feedback_topic}
+    if path.exists():
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CorruptStateError(path, str(exc)) from None
+        found = {k: recorded.get(k) for k in wanted}
+        if found != wanted:
+            raise ConsumerError(
+                f"{log_dir} holds {found['inference_topic']} / {found['feedback_topic']}, not "
+                f"{inference_topic} / {feedback_topic}: its offsets would be wrong here; use another --home"
+            )
+        return
+    temp = path.with_name(f".{LOG_FILE}.tmp")
+    temp.write_text(json.dumps({**wanted, "layout": STATE_VERSION}, indent=2), encoding="utf-8")
+    fsync_path(temp)
+    os.replace(temp, path)
+    fsync_path(log_dir)
 
 
 def read_resume_state(log_dir: Path, partition: int) -> ResumeState:

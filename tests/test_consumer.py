@@ -161,9 +161,10 @@ def assert_exact(settings: Settings, work: Workload) -> None:
     assert sorted(v for v, _ in letters) == sorted(work.poison)
 
 
-def consume_cmd(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "prefpair.cli", "consume", "--until-caught-up", "--group-id", "exact",
-            "--grace-ms", "600000", "--progress-interval", "2", "--session-timeout-ms", "6000", *extra]  # fmt: skip
+def consume_cmd(*extra: str, until_caught_up: bool = True) -> list[str]:
+    return [sys.executable, "-m", "prefpair.cli", "consume", *(["--until-caught-up"] if until_caught_up else []),
+            "--group-id", "exact", "--grace-ms", "600000", "--progress-interval", "2", "--session-timeout-ms", "6000",
+            *extra]  # fmt: skip
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
@@ -267,12 +268,17 @@ def test_exactly_once_through_repeated_sigkill(make_settings: MakeSettings) -> N
     kills = interrupted_progress = 0
     for _ in range(30):
         segments_before = len(list(committed_segments(settings.log_dir)))
-        proc = subprocess.Popen(consume_cmd("--flush-interval-ms", str(rng.choice([100, 300, 1000]))), env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        flush_ms = str(rng.choice([100, 300, 1000]))  # static membership: a restart takes over at once
+        command = consume_cmd("--flush-interval-ms", flush_ms, "--instance-id", "restarted", until_caught_up=False)
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         assigned = threading.Event()
         threading.Thread(target=_watch_for, args=(proc, "assigned partition", assigned), daemon=True).start()
         assigned.wait(30)
-        time.sleep(rng.uniform(0.2, 3.0))  # a random moment while it works
+        deadline = time.monotonic() + 20  # once it has committed something of its own ...
+        while (len(list(committed_segments(settings.log_dir))) == segments_before and proc.poll() is None
+               and time.monotonic() < deadline):  # fmt: skip
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 2.0))  # ... a random moment while it works
         if proc.poll() is not None:
             assert proc.returncode == 0
             if not sender.is_alive():
@@ -290,7 +296,8 @@ def test_exactly_once_through_repeated_sigkill(make_settings: MakeSettings) -> N
     assert work.messages >= 50_000
     assert kills >= 5
     assert interrupted_progress >= 3, "the kills must land while the daemon is making progress"
-    final = subprocess.run(consume_cmd(), env=env, capture_output=True, text=True, timeout=600)
+    final = subprocess.run(consume_cmd("--instance-id", "restarted"), env=env, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
     assert final.returncode == 0, final.stderr[-3000:]
     assert_exact(settings, work)
 
@@ -375,6 +382,15 @@ def test_compaction_keeps_rows_and_resume_point(make_settings: MakeSettings) -> 
     final = log_ids(settings.log_dir)
     assert len(final["inference"]) == len(set(final["inference"])) == 130
     assert len(final["feedback"]) == len(set(final["feedback"])) == 130
+
+
+def test_a_log_holds_one_pair_of_topics(make_settings: MakeSettings, run_cli: Any) -> None:
+    first = make_settings(partitions=1)
+    ConsumerDaemon(first, ConsumerConfig(group_id="bind")).run(until_caught_up=True)
+    other = make_settings(partitions=1, home=first.home)  # new topics, same log directory
+    result = run_cli("consume", "--until-caught-up", settings=other, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert first.inference_topic in result.stderr and other.inference_topic in result.stderr
 
 
 def test_consume_help_and_bad_option(run_cli: Any, make_settings: MakeSettings) -> None:
