@@ -14,6 +14,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prefpair.compile.exceptions import CompileConfigError
+from prefpair.errors import first_problem
 from prefpair.schemas.models import SourceType
 
 Format = Literal[
@@ -46,9 +47,7 @@ class _Frozen(BaseModel):
         try:
             return cls.model_validate(data)
         except pydantic.ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or cls.__name__
-            raise CompileConfigError(field, first["msg"]) from None
+            raise CompileConfigError(*first_problem(exc, cls.__name__)) from None
 
 
 class CompileFilters(_Frozen):

@@ -11,6 +11,7 @@ from prefpair.config import Settings
 from prefpair.consumers.compaction import DEFAULT_DELETE_AFTER_S, DEFAULT_TARGET_ROWS, compact
 from prefpair.consumers.config import ConsumerConfig
 from prefpair.consumers.daemon import ConsumerDaemon
+from prefpair.errors import first_problem
 
 _FLAGS = {
     "group_id": ("--group-id", str),
@@ -87,8 +88,7 @@ def consumer_config(args: argparse.Namespace, environ: dict[str, str] | None = N
     try:
         return ConsumerConfig(**values)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(".".join(str(p) for p in first["loc"]), first["msg"]) from None
+        raise ConfigError(*first_problem(exc, "consumer")) from None
 
 
 def run_consume(args: argparse.Namespace, settings: Settings) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from prefpair.errors import ConfigError
+from prefpair.errors import ConfigError, first_problem
 
 ENV_PREFIX = "PREFPAIR_"
 KAFKA_ENV_PREFIX = "PREFPAIR_KAFKA_"
@@ -107,9 +107,7 @@ class Settings(BaseModel):
         try:
             return cls(**values)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "settings"
-            raise ConfigError(field, first["msg"]) from None
+            raise ConfigError(*first_problem(exc, "settings")) from None
 
     def redacted(self) -> dict[str, Any]:
         """A loggable view: secrets in passthrough options are masked."""

@@ -7,6 +7,11 @@ any of them into a one-line message and a non-zero exit instead of a traceback.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pydantic
+
 
 class PrefpairError(Exception):
     """Base class of all prefpair errors."""
@@ -31,3 +36,14 @@ class KafkaUnavailableError(PrefpairError):
         self.bootstrap_servers = bootstrap_servers
         self.reason = reason
         super().__init__(f"Kafka at {bootstrap_servers} is unreachable: {reason}")
+
+
+def first_problem(exc: pydantic.ValidationError, default: str, *, indices: bool = True) -> tuple[str, str]:
+    """The dotted field path and the message of a pydantic error's first problem.
+
+    Every config and contract error here names one field and one reason; this is where a pydantic
+    error becomes that pair (``default`` when the problem is not about one field).
+    """
+    first = exc.errors()[0]
+    path = (str(part) for part in first["loc"] if indices or not isinstance(part, int))
+    return ".".join(path) or default, first["msg"]

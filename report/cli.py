@@ -9,6 +9,7 @@ from typing import Any
 import pydantic
 
 from prefpair.config import Settings
+from prefpair.errors import first_problem
 from prefpair.report.build import build_report
 from prefpair.report.config import DEFAULT_BOOTSTRAP_ROUNDS, ReportConfig
 from prefpair.report.exceptions import ReportInputError
@@ -58,8 +59,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             dataset=args.dataset,
         )
     except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        raise ReportInputError(".".join(str(p) for p in first["loc"]) or "report", first["msg"]) from None
+        raise ReportInputError(*first_problem(exc, "report")) from None
     log_dir = args.log_dir or settings.log_dir
     out_dir = args.out or settings.home / "report"
     report = build_report(log_dir, out_dir, config)

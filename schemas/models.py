@@ -14,6 +14,7 @@ from typing import Any, Self
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from prefpair.errors import first_problem
 from prefpair.schemas.exceptions import ValidationError
 
 
@@ -26,9 +27,7 @@ class _Record(BaseModel):
         try:
             return cls.model_validate(data)
         except pydantic.ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or cls.__name__
-            raise ValidationError(field, first["msg"]) from None
+            raise ValidationError(*first_problem(exc, cls.__name__)) from None
 
     def to_avro(self) -> dict[str, Any]:
         """The dict fastavro writes (enums as their symbols)."""

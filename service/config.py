@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from prefpair.errors import ConfigError
+from prefpair.errors import ConfigError, first_problem
 
 KID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
@@ -151,9 +151,8 @@ class ServiceConfig(BaseModel):
                     values[name] = tuple(_split(values[name]))
             return cls(**values)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"] if not isinstance(p, int)) or "service"
-            raise ConfigError(field, _clean(first["msg"])) from None
+            field, message = first_problem(exc, "service", indices=False)
+            raise ConfigError(field, _clean(message)) from None
 
 
 _ENV_NAMES = {
