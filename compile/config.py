@@ -53,8 +53,12 @@ class _Frozen(BaseModel):
 class CompileFilters(_Frozen):
     """Which judgments and pairs to keep. Empty lists keep everything."""
 
-    since_ms: int | None = Field(default=None, ge=0, description="keep judgments at or after (epoch ms)")
-    until_ms: int | None = Field(default=None, ge=0, description="keep judgments before (epoch ms)")
+    since_ms: int | None = Field(
+        default=None, ge=0, description="keep judgments at or after (epoch ms; the command line also takes ISO-8601)"
+    )
+    until_ms: int | None = Field(
+        default=None, ge=0, description="keep judgments before (epoch ms; the command line also takes ISO-8601)"
+    )
     models: tuple[str, ...] = Field(default=(), description="keep pairs whose outputs all come from these models")
     model_versions: tuple[str, ...] = Field(default=(), description="... from these model versions")
     source_types: tuple[str, ...] = Field(default=(), description="keep judgments from these source types")
