@@ -17,8 +17,8 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -109,6 +109,7 @@ class ServiceState:
     idempotency: IdempotencyCache[Accepted] = field(init=False)
     key_limiter: RateLimiter = field(init=False)
     token_limiter: RateLimiter = field(init=False)
+    failure_limiter: RateLimiter = field(init=False)
     known_requests: OrderedDict[str, str] = field(init=False, default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
@@ -116,6 +117,7 @@ class ServiceState:
         self.idempotency = IdempotencyCache(self.config.idempotency_cache_size)
         self.key_limiter = RateLimiter(self.config.key_rate, self.config.key_burst)
         self.token_limiter = RateLimiter(self.config.token_rate, self.config.token_burst)
+        self.failure_limiter = RateLimiter(self.config.auth_failure_rate, self.config.auth_failure_burst)
         self._keys = [k.get_secret_value().encode("utf-8") for k in self.config.api_keys]
 
     def check_key(self, given: str | None) -> str:
@@ -129,6 +131,29 @@ class ServiceState:
         if not matched:
             raise RefusedError(401, "invalid_api_key", f"invalid API key in {API_KEY_HEADER} header")
         return key_fingerprint(given)
+
+    @contextmanager
+    def authenticating(self, client: str) -> Iterator[None]:
+        """Lock out a client address after too many failed authentications (key or token guessing).
+
+        Every 401 spends one of the address's ``auth_failure_burst`` chances, which come back at
+        ``auth_failure_rate`` per second; with none left, it gets 429 until one is back, even with a
+        right key. Addresses are as the ASGI server sees them (behind a proxy: the proxy's).
+        """
+        wait = self.failure_limiter.wait(client)
+        if wait > 0:
+            raise RefusedError(
+                429,
+                "too_many_failures",
+                f"too many failed authentications from {client}; retry in {wait:.1f}s",
+                headers={"Retry-After": retry_after_header(wait)},
+            )
+        try:
+            yield
+        except RefusedError as exc:
+            if exc.status == 401:
+                self.failure_limiter.take(client)
+            raise
 
     def remember_request(self, feedback_id: str, request_id: str) -> None:
         self.known_requests[feedback_id] = request_id
@@ -283,13 +308,18 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 KEY_HEADER = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="One of the configured API keys")
 
 
 async def api_key(request: Request, given: Annotated[str | None, Security(KEY_HEADER)] = None) -> str:
     """Dependency: the caller's key fingerprint, after the key check and its rate limit."""
     state: ServiceState = request.app.state.prefpair
-    identity = state.check_key(given)
+    with state.authenticating(client_address(request)):
+        identity = state.check_key(given)
     wait = state.key_limiter.take(identity)
     if wait > 0:
         raise RefusedError(
@@ -528,9 +558,9 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
     @app.post(
         TOKEN_PATH + "/{token}", status_code=202, response_model=Accepted, responses=ERRORS, tags=["tokens"]
     )
-    async def post_with_token(token: TokenPath, body: TokenSubmit, response: Response) -> Accepted:
+    async def post_with_token(token: TokenPath, body: TokenSubmit, response: Response, request: Request) -> Accepted:
         """Submit feedback through a presigned URL (no API key)."""
-        accepted, replayed = await submit_with_token(token, body)
+        accepted, replayed = await submit_with_token(token, body, client_address(request))
         response.headers.update(replay_headers(replayed))
         return accepted
 
@@ -554,7 +584,7 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
         body = TokenSubmit(
             score=score, value=value, comment=comment, correction=correction, candidate_id=candidate_id, id=id
         )
-        accepted, replayed = await submit_with_token(token, body)
+        accepted, replayed = await submit_with_token(token, body, client_address(request))
         headers = replay_headers(replayed)
         if "text/html" in request.headers.get("accept", ""):
             page = (
@@ -564,11 +594,12 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
             return HTMLResponse(page, status_code=202, headers=headers)
         return JSONResponse(accepted.model_dump(mode="json"), status_code=202, headers=headers)
 
-    async def submit_with_token(token: str, body: TokenSubmit) -> tuple[Accepted, bool]:
-        try:
-            claims = state.signer.verify(token)
-        except TokenError as exc:
-            raise RefusedError(exc.status, exc.code, exc.reason, "token") from None
+    async def submit_with_token(token: str, body: TokenSubmit, client: str) -> tuple[Accepted, bool]:
+        with state.authenticating(client):
+            try:
+                claims = state.signer.verify(token)
+            except TokenError as exc:
+                raise RefusedError(exc.status, exc.code, exc.reason, "token") from None
         wait = state.token_limiter.take(claims.token_id)
         if wait > 0:
             raise RefusedError(

@@ -87,6 +87,12 @@ class ServiceConfig(BaseModel):
     key_burst: int = Field(default=200, ge=1)
     token_rate: float = Field(default=0.5, gt=0, description="Requests per second per presigned token.")
     token_burst: int = Field(default=5, ge=1)
+    auth_failure_rate: float = Field(
+        default=0.2, gt=0, description="Failed authentications per second a client address gets back (refill)."
+    )
+    auth_failure_burst: int = Field(
+        default=20, ge=1, description="Failed authentications a client address may make before it is locked out."
+    )
     cors_origins: tuple[str, ...] = ()
     token_reuse: TokenReuse = TokenReuse.SINGLE
     token_ttl: int = Field(default=24 * 3600, ge=1, description="Default token lifetime in seconds.")
@@ -168,6 +174,8 @@ _ENV_NAMES = {
     "key_burst": "PREFPAIR_KEY_BURST",
     "token_rate": "PREFPAIR_TOKEN_RATE",
     "token_burst": "PREFPAIR_TOKEN_BURST",
+    "auth_failure_rate": "PREFPAIR_AUTH_FAILURE_RATE",
+    "auth_failure_burst": "PREFPAIR_AUTH_FAILURE_BURST",
     "cors_origins": "PREFPAIR_CORS_ORIGINS",
     "token_reuse": "PREFPAIR_TOKEN_REUSE",
     "token_ttl": "PREFPAIR_TOKEN_TTL",

@@ -36,6 +36,14 @@ class RateLimiter:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # identity -> (tokens, at)
         self._lock = threading.Lock()
 
+    def wait(self, identity: str, now: float | None = None) -> float:
+        """Seconds until ``identity`` may spend again (0.0: it may now); spends nothing."""
+        current = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, at = self._buckets.get(identity, (self.burst, current))
+        tokens = min(self.burst, tokens + (current - at) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def take(self, identity: str, now: float | None = None) -> float:
         """Spend one request; 0.0 when allowed, else the seconds until one is available."""
         current = time.monotonic() if now is None else now

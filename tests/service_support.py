@@ -61,6 +61,7 @@ def serve(settings: Settings, **overrides: Any) -> Iterator[Served]:
         "key_burst": 1000,
         "token_rate": 1000.0,
         "token_burst": 1000,
+        "auth_failure_burst": 100_000,  # the refusal tests fail authentication on purpose, many times
         "ack_timeout": 20.0,
     }
     values.update(overrides)

@@ -349,6 +349,17 @@ def test_rate_limits_answer_429_with_retry_after(make_settings: Callable[..., Se
         assert served.public.get(f"/v1/feedback-tokens/{other}", params={"score": 1}).status_code == 202
 
 
+def test_repeated_failed_authentication_locks_the_client_out(make_settings: Callable[..., Settings]) -> None:
+    with serve(make_settings(partitions=1, create=False), auth_failure_rate=0.01, auth_failure_burst=3) as served:
+        assert served.client.get("/v1/feedback").status_code == 200
+        for _ in range(3):  # guessing keys
+            refused(served.public.get("/v1/feedback", headers={"X-API-Key": "guess"}), 401, "invalid API key")
+        locked = served.client.get("/v1/feedback")  # now even the right key waits
+        assert refused(locked, 429, "too many failed authentications")["error"] == "too_many_failures"
+        assert int(locked.headers["Retry-After"]) >= 1
+        refused(served.public.get("/v1/feedback-tokens/forged", params={"score": 1}), 429, "too many failed")
+
+
 def test_cors_for_browser_widgets(make_settings: Callable[..., Settings]) -> None:
     with serve(make_settings(partitions=1, create=False), cors_origins=("https://app.example",)) as served:
         preflight = served.public.options(
