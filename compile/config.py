@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -25,14 +25,7 @@ Format = Literal[
     "axolotl_chatml_intel",
     "axolotl_chat_template",
 ]
-FORMATS: tuple[Format, ...] = (
-    "trl",
-    "trl_conversational",
-    "trl_unpaired",
-    "openai",
-    "axolotl_chatml_intel",
-    "axolotl_chat_template",
-)
+FORMATS: tuple[Format, ...] = get_args(Format)  # every format, in the order above
 SPLIT_ORDER = ("train", "validation", "test")
 SPLIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")

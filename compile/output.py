@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from prefpair.compile.exceptions import OutputDirError, OutputLockedError
-from prefpair.durable import fsync_path
+from prefpair.durable import fsync_path, write_text_atomic
 
 MANIFEST = "manifest.json"
 CARD = "README.md"
@@ -154,9 +154,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_json(path: Path, data: Any) -> None:
+def stable_json(data: Any) -> str:
     """Stable JSON (sorted keys, fixed indent, trailing newline): same data, same bytes."""
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(stable_json(data), encoding="utf-8")
 
 
 def read_json(path: Path) -> Any:
@@ -164,6 +168,4 @@ def read_json(path: Path) -> Any:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    write_json(temp, data)
-    os.replace(temp, path)
+    write_text_atomic(path, stable_json(data))

@@ -26,7 +26,7 @@ from prefpair.config import Settings
 from prefpair.consumers.config import ConsumerConfig
 from prefpair.consumers.dead_letters import DeadLetterSink
 from prefpair.consumers.exceptions import ConsumerError, SegmentCommitError
-from prefpair.consumers.join import HotState, PartitionJoin, feedback_row, inference_row, now_ms
+from prefpair.consumers.join import HotState, PartitionJoin, feedback_row, inference_row
 from prefpair.consumers.landed import LandedLog
 from prefpair.consumers.metrics import RunStats, current_rss, write_metrics
 from prefpair.consumers.segments import (
@@ -41,6 +41,7 @@ from prefpair.errors import KafkaUnavailableError
 from prefpair.kafka import client_config, create_consumer, resolve_bootstrap
 from prefpair.schemas import ContractError, DecodeError, FeedbackEvent, InferenceEvent, ValidationError
 from prefpair.schemas.log import SegmentName
+from prefpair.schemas.models import now_ms
 from prefpair.schemas.registry import FEEDBACK, INFERENCE
 from prefpair.schemas.wire import Codec, codec_for
 

@@ -22,13 +22,11 @@ from typing import Any
 
 from prefpair.consumers.segments import ResumeState
 from prefpair.schemas.log import FEEDBACK_RENAMES, INFERENCE_RENAMES
+from prefpair.schemas.models import now_ms
 
 LandedLookup = Callable[[int, list[str]], dict[str, dict[str, Any]]]
 """``(partition, request_ids) -> {request_id: landed inference row}``."""
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def inference_row(record: dict[str, Any], topic: str, partition: int, offset: int) -> dict[str, Any]:

@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from prefpair.durable import write_text_atomic
+
 
 @dataclass
 class RunStats:
@@ -54,16 +56,10 @@ def current_rss() -> int:
         return 0
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
-
-
 def write_metrics(path: Path, stats: RunStats, group_id: str) -> None:
     """Write ``path`` (JSON) and ``path`` with suffix ``.prom`` (Prometheus text format)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, json.dumps({"group_id": group_id, **stats.to_json()}, indent=2, sort_keys=True))
+    write_text_atomic(path, json.dumps({"group_id": group_id, **stats.to_json()}, indent=2, sort_keys=True))
     lines = []
     for name, value in stats.to_json().items():
         if isinstance(value, int):
@@ -75,4 +71,4 @@ def write_metrics(path: Path, stats: RunStats, group_id: str) -> None:
     for key, lag in sorted(stats.lag.items()):
         topic, _, partition = key.rpartition("/")
         lines.append(f'prefpair_consumer_lag{{group="{group_id}",topic="{topic}",partition="{partition}"}} {lag}')
-    _atomic_write(path.with_suffix(".prom"), "\n".join(lines) + "\n")
+    write_text_atomic(path.with_suffix(".prom"), "\n".join(lines) + "\n")

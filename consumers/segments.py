@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prefpair.consumers.exceptions import ConsumerError, CorruptStateError, SegmentCommitError
-from prefpair.durable import fsync_path
+from prefpair.durable import fsync_path, write_text_atomic
 from prefpair.schemas.log import SCHEMAS, TEMP_PREFIX, SegmentName, committed_segments, partition_dir
 
 log = logging.getLogger(__name__)
@@ -95,10 +95,7 @@ def bind_log_to_topics(log_dir: Path, inference_topic: str, feedback_topic: str)
                 f"{inference_topic} / {feedback_topic}: its offsets would be wrong here; use another --home"
             )
         return
-    temp = path.with_name(f".{LOG_FILE}.tmp")
-    temp.write_text(json.dumps({**wanted, "layout": STATE_VERSION}, indent=2), encoding="utf-8")
-    fsync_path(temp)
-    os.replace(temp, path)
+    write_text_atomic(path, json.dumps({**wanted, "layout": STATE_VERSION}, indent=2))
     fsync_path(log_dir)
 
 

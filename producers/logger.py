@@ -59,6 +59,7 @@ from prefpair.schemas.models import (
     Message,
     PairwiseOutcome,
     SourceType,
+    now_ms,
 )
 from prefpair.schemas.registry import FEEDBACK, INFERENCE
 from prefpair.schemas.wire import Codec, codec_for
@@ -132,9 +133,6 @@ def new_event_id() -> str:
     """A fresh event id: 128 random bits as 32 hex digits (a fifth of uuid4's cost, as unique)."""
     return os.urandom(16).hex()
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class PreferenceLogger:

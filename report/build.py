@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from prefpair.durable import write_text_atomic
 from prefpair.report import analyses
 from prefpair.report.config import ReportConfig
 from prefpair.report.load import LogData, load_log
@@ -73,8 +72,8 @@ def build_report(log_dir: Path, out_dir: Path, config: ReportConfig | None = Non
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, json_path = out_dir / HTML_NAME, out_dir / JSON_NAME
-    _write_atomic(json_path, json.dumps(_jsonable(content), indent=2, sort_keys=False, allow_nan=False) + "\n")
-    _write_atomic(html_path, render_html(content))
+    write_text_atomic(json_path, json.dumps(_jsonable(content), indent=2, sort_keys=False, allow_nan=False) + "\n")
+    write_text_atomic(html_path, render_html(content))
     return Report(html_path=html_path, json_path=json_path, data=_jsonable(content))
 
 
@@ -113,18 +112,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a temporary file beside ``path``, fsync it, then rename it over ``path``."""
-    fd, temp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)  # mkstemp makes it private; a report is for reading
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

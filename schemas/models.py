@@ -8,6 +8,7 @@ config...), raising :class:`~prefpair.schemas.exceptions.ValidationError` that n
 
 from __future__ import annotations
 
+import time
 from enum import StrEnum
 from typing import Any, Self
 
@@ -16,6 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prefpair.errors import first_problem
 from prefpair.schemas.exceptions import ValidationError
+
+
+def now_ms() -> int:
+    """The current time as the contract's timestamps are: epoch milliseconds."""
+    return time.time_ns() // 1_000_000
 
 
 class _Record(BaseModel):

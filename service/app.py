@@ -14,7 +14,6 @@ import hmac
 import html
 import json
 import logging
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -35,6 +34,7 @@ from prefpair import __version__
 from prefpair.config import Settings
 from prefpair.errors import ConfigError
 from prefpair.schemas import FeedbackConfig, FeedbackEvent, FeedbackOp, SourceType, ValidationError
+from prefpair.schemas.models import now_ms
 from prefpair.service.config import ServiceConfig, TokenReuse
 from prefpair.service.exceptions import (
     BadCursorError,
@@ -81,9 +81,6 @@ def error_response(
     body = ErrorBody(error=code, message=message, field=field).model_dump(exclude_none=True)
     return JSONResponse(body, status_code=status, headers=headers)
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def key_fingerprint(key: str) -> str:

@@ -45,6 +45,7 @@ from prefpair.broker.exceptions import (
     JavaNotFoundError,
     PortInUseError,
 )
+from prefpair.durable import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -650,10 +651,7 @@ class LocalBroker:
         return not pid_alive(pid)
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        path = self.data_dir / STATE_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", "utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(self.data_dir / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
     def _rotate_log(self) -> None:
         with contextlib.suppress(OSError):
