@@ -4,6 +4,8 @@ The ``.avsc`` files are the source of truth; ``tests/test_schemas.py`` fails if 
 its schema differ in a field name, order, type or nullability. The models add the checks
 Avro cannot express (an empty prompt, chosen equal to rejected, a score outside its
 config...), raising :class:`~prefpair.schemas.exceptions.ValidationError` that names the field.
+Those rules live in :mod:`prefpair.schemas.rules`, shared with the consumer's check of decoded
+records (:data:`check_inference_record`, :data:`check_feedback_record`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prefpair.errors import first_problem
+from prefpair.schemas import rules
 from prefpair.schemas.exceptions import ValidationError
 
 
@@ -99,8 +102,7 @@ class Candidate(_Record):
 
     @model_validator(mode="after")
     def _has_output(self) -> Self:
-        if self.text is None and not self.messages:
-            raise ValidationError("candidates.text", f"candidate {self.candidate_id!r} has no text or messages")
+        rules.check_candidate(self)
         return self
 
 
@@ -121,19 +123,7 @@ class InferenceEvent(_Record):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if not (self.prompt and self.prompt.strip()) and not self.messages:
-            raise ValidationError("prompt", "empty: give a prompt text or chat messages")
-        if not self.candidates:
-            raise ValidationError("candidates", "at least one candidate output is required")
-        ids = [c.candidate_id for c in self.candidates]
-        if len(set(ids)) != len(ids):
-            raise ValidationError("candidates.candidate_id", "candidate ids must be unique within a request")
-        if self.presentation_order:
-            unknown = [c for c in self.presentation_order if c not in ids]
-            if unknown:
-                raise ValidationError("presentation_order", f"unknown candidate id {unknown[0]!r}")
-            if len(set(self.presentation_order)) != len(self.presentation_order):
-                raise ValidationError("presentation_order", "a candidate is listed twice")
+        rules.check_inference(self)
         return self
 
     def candidate_ids(self) -> list[str]:
@@ -154,10 +144,7 @@ class FeedbackConfig(_Record):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValidationError("config.min", f"min {self.min} is above max {self.max}")
-        if self.type is FeedbackType.CATEGORICAL and not self.categories:
-            raise ValidationError("config.categories", "a categorical feedback config needs categories")
+        rules.check_feedback_config(self)
         return self
 
 
@@ -192,75 +179,12 @@ class FeedbackEvent(_Record):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.op is FeedbackOp.CREATE:
-            if not self.key:
-                raise ValidationError("key", "required when creating feedback")
-            if self.kind is None:
-                raise ValidationError("kind", "required when creating feedback")
-            if self.source is None:
-                raise ValidationError("source", "required when creating feedback")
-        if self.op is FeedbackOp.DELETE:
-            return self
-        if self.kind is JudgmentKind.PAIRWISE:
-            self._check_pairwise()
-        elif self.kind is JudgmentKind.RANKING:
-            self._check_ranking()
-        elif (
-            self.kind is JudgmentKind.SCORE
-            and self.op is FeedbackOp.CREATE
-            and self.score is None
-            and self.value is None
-            and self.correction is None
-            and self.comment is None
-        ):
-            raise ValidationError("score", "a score, value, correction or comment is required")
-        if self.key is not None and not self.key.strip():
-            raise ValidationError("key", "must not be blank")
-        self.check_against_config()
+        rules.check_feedback(self)
         return self
-
-    def _check_pairwise(self) -> None:
-        if self.outcome is None:
-            raise ValidationError("outcome", "required for a pairwise judgment")
-        if not self.chosen_id:
-            raise ValidationError("chosen_id", "required for a pairwise judgment")
-        if not self.rejected_id:
-            raise ValidationError("rejected_id", "required for a pairwise judgment")
-        if self.chosen_id == self.rejected_id:
-            raise ValidationError("rejected_id", f"equals chosen_id {self.chosen_id!r}")
-
-    def _check_ranking(self) -> None:
-        if not self.ranking or not any(self.ranking):
-            raise ValidationError("ranking", "required and non-empty for a ranking")
-        flat = [c for group in self.ranking for c in group]
-        if any(not c for c in flat):
-            raise ValidationError("ranking", "empty candidate id")
-        if any(not group for group in self.ranking):
-            raise ValidationError("ranking", "empty tie group")
-        if len(set(flat)) != len(flat):
-            raise ValidationError("ranking", "a candidate appears twice")
-        if len(flat) < 2:
-            raise ValidationError("ranking", "needs at least two candidates")
 
     def check_against_config(self) -> None:
         """Check score/value against the feedback config this event carries."""
-        config = self.config
-        if config is None:
-            return
-        if config.type is FeedbackType.CONTINUOUS and self.score is not None:
-            if config.min is not None and self.score < config.min:
-                raise ValidationError("score", f"{self.score} is below the config's min {config.min}")
-            if config.max is not None and self.score > config.max:
-                raise ValidationError("score", f"{self.score} is above the config's max {config.max}")
-        if config.type is FeedbackType.CATEGORICAL:
-            labels = {c.label for c in config.categories}
-            values = {c.value for c in config.categories if c.value is not None}
-            if self.value is not None and self.value not in labels:
-                raise ValidationError(
-                    "value", f"{self.value!r} is not an allowed category ({', '.join(sorted(labels))})"
-                )
-            if self.score is not None and values and self.score not in values:
-                raise ValidationError("score", f"{self.score} is not the value of an allowed category")
+        rules.check_against_config(self)
 
     def referenced_candidates(self) -> list[str]:
         """Candidate ids this judgment names (to check against the inference)."""
@@ -268,3 +192,14 @@ class FeedbackEvent(_Record):
         for group in self.ranking or []:
             ids.extend(group)
         return ids
+
+
+check_inference_record = rules.record_check(
+    InferenceEvent, {InferenceEvent: rules.check_inference, Candidate: rules.check_candidate}
+)
+"""Check a decoded inference record (types already guaranteed by Avro) against the model's constraints and rules."""
+
+check_feedback_record = rules.record_check(
+    FeedbackEvent, {FeedbackEvent: rules.check_feedback, FeedbackConfig: rules.check_feedback_config}
+)
+"""Check a decoded feedback record (types already guaranteed by Avro) against the model's constraints and rules."""

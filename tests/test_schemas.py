@@ -28,8 +28,10 @@ from prefpair.schemas import (
     BadMagicError,
     DecodeError,
     UnknownSchemaError,
+    ValidationError,
     models,
 )
+from prefpair.schemas.models import check_feedback_record, check_inference_record
 from prefpair.schemas.registry import (
     FEEDBACK,
     INFERENCE,
@@ -373,3 +375,88 @@ def test_a_new_enum_symbol_needs_a_reader_default() -> None:
     writers = {fingerprint_of(parse_schema(newer)): (FEEDBACK, parse_schema(newer))}
     _, record = SingleObjectCodec(SchemaSet(readers={FEEDBACK: reader}, writers=writers)).decode(payload)
     assert record["source"]["type"] == "API"
+
+
+# --------------------------------------------------------------------------- decoded-record checks
+def _feedback_variants() -> list[dict[str, Any]]:
+    base = {"event_id": "e", "feedback_id": "f", "op": "CREATE", "request_id": "r", "timestamp_ms": 5,
+            "key": "k", "source": {"type": "APP_USER"}}  # fmt: skip
+    return [
+        models.FeedbackEvent.parse(v).to_avro()
+        for v in [
+            {**base, "kind": "PAIRWISE", "outcome": "PREFERRED", "chosen_id": "a", "rejected_id": "b"},
+            {**base, "kind": "RANKING", "ranking": [["a"], ["b", "c"]]},
+            {**base, "kind": "SCORE", "candidate_id": "a", "value": "good",
+             "config": {"type": "CATEGORICAL", "categories": [{"label": "good", "value": 1.0}, {"label": "bad"}]}},
+            {**base, "op": "DELETE", "key": None, "source": None},
+            {**base, "op": "UPDATE", "kind": "PAIRWISE", "outcome": "TIE", "chosen_id": "a", "rejected_id": "b"},
+        ]
+    ] + [feedback_record()]
+
+
+def _mutations(record: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """(path, new value) pairs that break or bend one place of a valid record."""
+    if isinstance(record, dict):
+        for key, value in record.items():
+            yield from _mutations(value, (*path, key))
+            if value is not None:
+                yield (*path, key), None
+    elif isinstance(record, list):
+        yield path, []
+        if record:
+            yield path, [*record, copy.deepcopy(record[0])]
+            for i, item in enumerate(record):
+                yield from _mutations(item, (*path, i))
+    elif isinstance(record, str):
+        yield from ((path, v) for v in ("", " ", "a", "b", "c", "CREATE", "DELETE", "SCORE", "PAIRWISE", "RANKING"))
+    elif isinstance(record, (int, float)) and not isinstance(record, bool):
+        yield from ((path, v) for v in (-1, 0, 0.5, 3, 10**6))
+
+
+def _set(record: Any, path: tuple[Any, ...], value: Any) -> Any:
+    changed = copy.deepcopy(record)
+    target = changed
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return changed
+
+
+def _field(problem: Exception) -> str:
+    return ".".join(part for part in str(getattr(problem, "field", "")).split(".") if not part.isdigit())
+
+
+@pytest.mark.parametrize("kind", ["inference", "feedback"])
+def test_decoded_record_checks_agree_with_the_models(kind: str) -> None:
+    """The consumer's check of decoded records accepts and refuses exactly what the models do,
+    naming the same field, over every one-place mutation of valid records that Avro would still encode."""
+
+    model = models.InferenceEvent if kind == "inference" else models.FeedbackEvent
+    check = check_inference_record if kind == "inference" else check_feedback_record
+    name = INFERENCE if kind == "inference" else FEEDBACK
+    codec = SingleObjectCodec()
+    valid = [inference_record()] if kind == "inference" else _feedback_variants()
+    compared = refused = 0
+    for record in valid:
+        for path, value in _mutations(record):
+            mutated = _set(record, path, value)
+            try:
+                mutated = codec.decode(codec.encode(name, mutated))[1]  # only what can be on the wire
+            except Exception:
+                continue
+            expected: Exception | None = None
+            try:
+                model.parse(mutated)
+            except ValidationError as exc:
+                expected = exc
+            got: Exception | None = None
+            try:
+                check(mutated)
+            except ValidationError as exc:
+                got = exc
+            compared += 1
+            assert (expected is None) == (got is None), f"{path}={value!r}: models {expected!r}, check {got!r}"
+            if expected is not None:
+                refused += 1
+                assert _field(expected) == _field(got), f"{path}={value!r}: {expected} vs {got}"
+    assert compared > 100 and refused > 20
