@@ -28,7 +28,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from prefpair.consumers.exceptions import ConsumerError
-from prefpair.consumers.segments import STATE_FILE, ResumeState, write_segment_files
+from prefpair.consumers.segments import SEGMENT_FILES, STATE_FILE, write_segment_files
 from prefpair.schemas.log import PARTITION_DIR, TABLES, SegmentName, committed_segments
 
 log = logging.getLogger(__name__)
@@ -101,12 +101,11 @@ def compact(
                     partition, first.inference_start, last.inference_end, first.feedback_start, last.feedback_end
                 )
                 tables = {}
-                for table in TABLES:
+                for table in SEGMENT_FILES:  # the log's tables and the consumer's pending file
                     files = [path / f"{table}.parquet" for _, path in run if (path / f"{table}.parquet").exists()]
                     if files:
                         tables[table] = files
-                state = ResumeState.from_file(run[-1][1] / STATE_FILE, partition)
-                write_segment_files(log_dir, merged, tables, state, compression=compression)
+                write_segment_files(log_dir, merged, tables, run[-1][1] / STATE_FILE, compression=compression)
                 rows += _rows([(merged, merged.path(log_dir))])
                 after -= len(run) - 1
                 log.info("partition %d: merged %d segments into %s", partition, len(run), merged.dirname)

@@ -28,10 +28,29 @@ class ConsumerConfig(BaseModel):
     grace_ms: int = Field(
         default=5 * 60 * 1000,
         ge=0,
-        description="How long feedback waits (wall clock) for its inference event before it is an orphan.",
+        description="How long feedback waits for its inference event before it is an orphan, in event time "
+        "(record timestamps); the wall clock counts only once a partition is read to its end on both topics.",
+    )
+    max_idle_ms: int = Field(
+        default=2_000,
+        ge=0,
+        description="How long a partition waits for a fetch from one topic before it joins the other's records "
+        "without knowing the next timestamp (Kafka Streams' max.task.idle.ms).",
+    )
+    max_queued_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Fetched bytes queued per topic-partition before fetching it pauses, so one topic cannot "
+        "run far ahead of the other.",
     )
     flush_interval_ms: int = Field(
         default=500, ge=10, description="A partition with buffered rows reaches disk at least this often."
+    )
+    backlog_flush_interval_ms: int = Field(
+        default=5_000,
+        ge=10,
+        description="While a partition is behind (not read to its end), its segments are cut at most this often "
+        "instead: fewer, bigger files and fsyncs when catching up on a backlog.",
     )
     flush_rows: int = Field(default=50_000, ge=1, description="Rows buffered per partition before a flush.")
     flush_bytes: int = Field(

@@ -2,9 +2,10 @@
 
 Both topics are subscribed with the *range* assignor, which gives partition ``p`` of the
 inference topic and partition ``p`` of the feedback topic to the same member (they are
-co-partitioned and keyed by request id). Per partition number the daemon keeps a
-:class:`~prefpair.consumers.join.PartitionJoin`, flushes it as one durable segment when it is
-big or old enough, and only then commits the offsets. On assignment it resumes from what the
+co-partitioned and keyed by request id). Per partition number the daemon queues what it fetched
+from both topics and joins the records in timestamp order (:mod:`~prefpair.consumers.alignment`),
+keeps a :class:`~prefpair.consumers.join.PartitionJoin`, flushes it as one durable segment when it
+is big or old enough, and only then commits the offsets. On assignment it resumes from what the
 newest segment says, not from the group's committed offsets: the files are the truth.
 """
 
@@ -15,34 +16,39 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
+import pyarrow as pa
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from prefpair.config import Settings
+from prefpair.consumers.alignment import FEEDBACK, INFERENCE, AlignedPartition
 from prefpair.consumers.config import ConsumerConfig
 from prefpair.consumers.dead_letters import DeadLetterSink
-from prefpair.consumers.exceptions import ConsumerError, SegmentCommitError
+from prefpair.consumers.exceptions import ConsumerError, LogWriteError, SegmentCommitError
 from prefpair.consumers.join import HotState, PartitionJoin, feedback_row, inference_row
 from prefpair.consumers.landed import LandedLog
 from prefpair.consumers.metrics import RunStats, current_rss, write_metrics
 from prefpair.consumers.segments import (
-    ResumeState,
     bind_log_to_topics,
+    joined_table,
     newest_segment,
     read_resume_state,
+    rows_to_table,
     sweep_temporaries,
-    write_segment,
 )
+from prefpair.consumers.writer import SealedSegment, SegmentWriter
 from prefpair.errors import KafkaUnavailableError
 from prefpair.kafka import client_config, create_consumer, resolve_bootstrap
-from prefpair.schemas import ContractError, DecodeError, FeedbackEvent, InferenceEvent, ValidationError
-from prefpair.schemas.log import SegmentName
-from prefpair.schemas.models import now_ms
-from prefpair.schemas.registry import FEEDBACK, INFERENCE
+from prefpair.schemas import ContractError, DecodeError, ValidationError
+from prefpair.schemas.log import INFERENCE_LOG, SegmentName
+from prefpair.schemas.models import check_feedback_record, check_inference_record, now_ms
+from prefpair.schemas.registry import FEEDBACK as FEEDBACK_SCHEMA
+from prefpair.schemas.registry import INFERENCE as INFERENCE_SCHEMA
 from prefpair.schemas.wire import Codec, codec_for
 
 log = logging.getLogger(__name__)
@@ -65,12 +71,15 @@ class ConsumerDaemon:
         self._stop = threading.Event()
         self._hot = HotState(self.config.hot_state_bytes)
         self._joins: dict[int, PartitionJoin] = {}
-        self._eof: dict[tuple[str, int], bool] = {}
+        self._aligned: dict[int, AlignedPartition] = {}
+        self._idle_since: dict[int, float] = {}
         self._landed = LandedLog(self.log_dir)
+        self._writer = SegmentWriter(self.log_dir, self.config.compression)
         self._dead_letters: DeadLetterSink | None = None
         self._consumer: Consumer | None = None
+        self._failed = False
         self._last_expiry_check = 0.0
-        self._retired = {"hot": 0, "waited": 0, "duplicates": 0}  # counters of partitions no longer ours
+        self._retired = {"hot": 0, "waited": 0, "duplicates": 0, "enforced": 0}  # of partitions no longer ours
         self._first_message_at: float | None = None
         self._last_group_check = 0.0
         self._partitions = 0
@@ -100,7 +109,7 @@ class ConsumerDaemon:
     # ------------------------------------------------------------------ main loop
     def run(self, until_caught_up: bool = False) -> RunStats:
         settings, config = self.settings, self.config
-        bind_log_to_topics(self.log_dir, settings.inference_topic, settings.feedback_topic)
+        log_id = bind_log_to_topics(self.log_dir, settings.inference_topic, settings.feedback_topic)
         consumer = create_consumer(
             client_config(
                 settings,
@@ -115,8 +124,14 @@ class ConsumerDaemon:
             )
         )
         self._consumer = consumer
-        self._partitions = self._partition_count(consumer, settings.inference_topic)
-        self._dead_letters = DeadLetterSink(settings, self._partition_count(consumer, settings.dead_letter_topic))
+        try:
+            self._partitions = self._partition_count(consumer, settings.inference_topic)
+            self._dead_letters = DeadLetterSink(
+                settings, self._partition_count(consumer, settings.dead_letter_topic), pipeline=log_id
+            )
+        except BaseException:
+            consumer.close()
+            raise
         consumer.subscribe(
             [settings.inference_topic, settings.feedback_topic],
             on_assign=self._on_assign,
@@ -129,7 +144,6 @@ class ConsumerDaemon:
         )  # fmt: skip
         started = last_progress = time.monotonic()
         last_counts = (0, 0)
-        clean = False
         try:
             with self._signals():
                 while not self._stop.is_set():
@@ -137,7 +151,10 @@ class ConsumerDaemon:
                     if batch and self._first_message_at is None:
                         self._first_message_at = time.monotonic()
                     for msg in batch:
-                        self._handle(msg)
+                        self._fetched(msg)
+                    self._drain()
+                    if self._writer.done:
+                        self._settle("due")
                     self._flush_due()
                     now = time.monotonic()
                     if now - last_progress >= config.progress_interval_s:
@@ -151,26 +168,41 @@ class ConsumerDaemon:
                                 f"no partition of {settings.inference_topic} / {settings.feedback_topic} "
                                 f"was assigned within {config.assignment_timeout_s:g} s"
                             )
-            clean = True
+                self._flush(list(self._joins), reason="shutdown")
+                self._settle("shutdown")
+        except BaseException:
+            # Nothing more is written: what is on disk stays the truth, and a revoke while leaving
+            # the group must not try the failed write again.
+            self._failed = True
+            raise
         finally:
-            try:
-                if clean:
-                    self._flush(list(self._joins), reason="shutdown")
-            finally:
-                if self._first_message_at is not None and not self.stats.busy_seconds:
-                    self.stats.busy_seconds = round(time.monotonic() - self._first_message_at, 3)
-                self._progress(max(time.monotonic() - last_progress, 1e-3), last_counts)
-                consumer.close()
-                gc.unfreeze()  # let what this run froze be collected again
-                self._dead_letters.close()
-                self._landed.close()
-                self._consumer = None
+            self._close(last_progress, last_counts)
         log.info(
             "stopped: %d consumed, %d joined, %d orphans, %d dead letters, %d duplicates skipped, %d segments",
             self.stats.consumed, self.stats.joined, self.stats.orphans, self.stats.dead_letters,
             self.stats.duplicates, self.stats.segments,
         )  # fmt: skip
         return self.stats
+
+    def _close(self, last_progress: float, last_counts: tuple[int, int]) -> None:
+        """Leave the group and release everything, each step whatever the others did."""
+        if self._first_message_at is not None and not self.stats.busy_seconds:
+            self.stats.busy_seconds = round(time.monotonic() - self._first_message_at, 3)
+        consumer, dead_letters = self._consumer, self._dead_letters
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("report progress", lambda: self._progress(max(time.monotonic() - last_progress, 1e-3), last_counts)),
+            ("finish the segment write in flight", self._writer.close),
+            ("leave the consumer group", lambda: consumer.close() if consumer else None),
+            ("close the dead-letter producer", lambda: dead_letters.close() if dead_letters else None),
+            ("close the landed-log reader", self._landed.close),
+            ("unfreeze the garbage collector", gc.unfreeze),  # let what this run froze be collected again
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:  # clean-up goes on; the first error is the one raised
+                log.warning("could not %s while stopping: %s", what, exc)
+        self._consumer = None
 
     def _partition_count(self, consumer: Consumer, topic: str) -> int:
         try:
@@ -183,33 +215,71 @@ class ConsumerDaemon:
         return len(info.partitions)
 
     # ------------------------------------------------------------------ messages
-    def _handle(self, msg: Message) -> None:
+    def _side(self, topic: str) -> int:
+        return INFERENCE if topic == self.settings.inference_topic else FEEDBACK
+
+    def _fetched(self, msg: Message) -> None:
+        """Queue a fetched message (or note a partition's end) for the aligned join."""
         error = msg.error()
         topic, partition = msg.topic() or "", msg.partition() or 0
+        aligned = self._aligned.get(partition)
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
-                self._eof[(topic, partition)] = True
+                if aligned is not None:
+                    aligned.reached_end(self._side(topic), msg.offset())
                 return
             if error.fatal():
                 raise ConsumerError(f"fatal Kafka error: {error.str()}")
             log.warning("consumer error on %s[%s]: %s", topic, partition, error.str())
             return
-        join = self._joins.get(partition)
-        if join is None:  # not ours (any more): a message fetched before a revoke
+        if aligned is None:  # not ours (any more): a message fetched before a revoke
             return
-        self._eof[(topic, partition)] = False
+        aligned.push(self._side(topic), msg, self._joins[partition].stream_time)
+
+    def _drain(self) -> None:
+        """Join every queued record that may go next, in timestamp order per partition; pause and
+        resume fetching so that neither topic runs far ahead of the other."""
+        now = time.monotonic()
+        for partition, aligned in self._aligned.items():
+            join = self._joins[partition]
+            while (item := aligned.pop(now)) is not None:
+                self._handle(join, *item)
+            self._balance(partition, aligned)
+            if aligned.idle:
+                self._idle_since.setdefault(partition, now)
+            else:
+                self._idle_since.pop(partition, None)
+
+    def _balance(self, partition: int, aligned: AlignedPartition) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        limit = self.config.max_queued_bytes
+        for side, topic in ((INFERENCE, self.settings.inference_topic), (FEEDBACK, self.settings.feedback_topic)):
+            queued = aligned.sides[side]
+            if not queued.paused and queued.queued_bytes > limit:
+                consumer.pause([TopicPartition(topic, partition)])
+                queued.paused = True
+                self.stats.pauses += 1
+            elif queued.paused and queued.queued_bytes <= limit // 2:
+                consumer.resume([TopicPartition(topic, partition)])
+                queued.paused = False
+
+    def _handle(self, join: PartitionJoin, side: int, timestamp: int, msg: Message) -> None:
+        topic, partition = msg.topic() or "", msg.partition() or 0
         offset = msg.offset() or 0
-        is_inference = topic == self.settings.inference_topic
+        is_inference = side == INFERENCE
         value = msg.value()
         self.stats.consumed += 1
         try:
             if value is None:
                 raise DecodeError("empty message (no value)", None)
             name, record = self.codec.decode(value)
-            expected = INFERENCE if is_inference else FEEDBACK
+            expected = INFERENCE_SCHEMA if is_inference else FEEDBACK_SCHEMA
             if name != expected:
                 raise ContractError(f"a {name} on the {'inference' if is_inference else 'feedback'} topic")
-            (InferenceEvent if is_inference else FeedbackEvent).parse(record)
+            # Avro guarantees the types; what it cannot express is checked on the dict as it is
+            (check_inference_record if is_inference else check_feedback_record)(record)
             key = msg.key()
             if key is not None and key.decode("utf-8", "replace") != record["request_id"]:
                 raise ValidationError("request_id", "differs from the message key: the join needs both equal")
@@ -219,14 +289,14 @@ class ConsumerDaemon:
             if self._dead_letters.send(msg, exc, stage):
                 self.stats.dead_letters += 1
                 log.warning("dead-lettered %s[%d]@%d: %s: %s", topic, partition, offset, type(exc).__name__, exc)
-            join.advance(is_inference, offset)
+            join.advance(is_inference, offset, timestamp)
             return
         if is_inference:
             self.stats.inference_events += 1
-            join.add_inference(inference_row(record, topic, partition, offset), len(value))
+            join.add_inference(inference_row(record, topic, partition, offset), len(value), timestamp)
         else:
             self.stats.feedback_events += 1
-            join.add_feedback(feedback_row(record, topic, partition, offset), len(value))
+            join.add_feedback(feedback_row(record, topic, partition, offset), len(value), timestamp)
 
     def _caught_up(self) -> bool:
         """Whether the whole group is done: ours are at their ends and flushed, and every other
@@ -239,10 +309,9 @@ class ConsumerDaemon:
         consumer = self._consumer
         if consumer is None or not self._joins:
             return False
-        assigned = consumer.assignment()
-        if not assigned or not all(self._eof.get((tp.topic, tp.partition), False) for tp in assigned):
+        if not all(aligned.idle for aligned in self._aligned.values()):
             return False
-        if not all(join.pending_count == 0 and not join.has_changes() for join in self._joins.values()):
+        if self._writer.busy or not all(j.pending_count == 0 and not j.has_changes() for j in self._joins.values()):
             return False
         now = time.monotonic()
         if self._first_message_at is not None:  # our share is done: throughput is measured to here
@@ -280,39 +349,48 @@ class ConsumerDaemon:
     def _flush_due(self) -> None:
         config = self.config
         now = time.monotonic()
-        check_expiry = now - self._last_expiry_check >= config.flush_interval_ms / 1000
-        if check_expiry:
+        check_idle = now - self._last_expiry_check >= config.flush_interval_ms / 1000
+        if check_idle:
             self._last_expiry_check = now
         due = []
         for partition, join in self._joins.items():
+            if check_idle and partition in self._idle_since and join.pending_count:
+                # read to its ends on both topics: the wall clock moves its time on
+                join.expire_idle(int((now - self._idle_since[partition]) * 1000))
+            behind = partition not in self._idle_since
+            interval_ms = max(config.flush_interval_ms, config.backlog_flush_interval_ms) if behind else (
+                config.flush_interval_ms)  # fmt: skip
             if join.has_changes() and (
-                now - join.opened_at >= config.flush_interval_ms / 1000
+                now - join.opened_at >= interval_ms / 1000
                 or join.buffered_rows() >= config.flush_rows
                 or join.buffered_bytes >= config.flush_bytes
+                or join.expired_count
             ):
                 due.append(partition)
-            elif check_expiry and join.pending:
-                oldest = join.oldest_pending_ms()
-                if oldest is not None and now_ms() - oldest >= join.grace_ms:
-                    due.append(partition)
         if due:
             self._flush(due, reason="due")
 
     def _flush(self, partitions: list[int], reason: str) -> None:
-        """Make the given partitions' open segments durable, then commit their offsets."""
+        """Seal the given partitions' open segments and hand them to the writer thread.
+
+        The segments of the previous flush are settled first (on disk, offsets committed), so one
+        flush at most is in flight, landed lookups see every earlier segment, and a partition's
+        segments are written in order. Call :meth:`_settle` to wait for this one.
+        """
         if not partitions or self._dead_letters is None:
             return
+        self._settle(reason)
         self._dead_letters.flush()  # every dead letter acknowledged before its offset is committed
-        commits: list[TopicPartition] = []
+        sealed: list[SealedSegment] = []
         for partition in partitions:
             join = self._joins.get(partition)
             if join is None:
                 continue
             self.stats.joined_landed += join.resolve_landed(self._landed.inference_rows)
             self.stats.landed_lookups = self._landed.lookups
-            join.expire(now_ms())
             if not join.has_changes():
                 continue
+            out = join.seal()
             name = SegmentName(
                 partition, join.inference_start, join.inference_next, join.feedback_start, join.feedback_next
             )
@@ -322,34 +400,48 @@ class ConsumerDaemon:
                     partition, name.inference_start, name.inference_end, name.feedback_start, name.feedback_end,
                     max(now_ms(), (newest.sequence + 1) if newest else 1),
                 )  # fmt: skip
-            resume = segment_state(join, self._dead_letters.positions(partition))
-            out = join.out
-            try:
-                write_segment(
-                    self.log_dir, name,
-                    {"inference": out.inference, "feedback": out.feedback, "orphans": out.orphans},
-                    resume, compression=self.config.compression,
-                )  # fmt: skip
-            except SegmentCommitError as exc:
-                # Another member owns this partition now (we were too slow to notice a rebalance):
-                # its rows are that member's to write; drop ours and carry on with the rest.
-                log.warning("giving up partition %d: %s", partition, exc)
-                self._retire(partition)
-                continue
-            self.stats.segments += 1
-            self.stats.rows_written += len(out.inference) + len(out.feedback) + len(out.orphans)
-            self.stats.joined += len(out.feedback)
-            self.stats.orphans += len(out.orphans)
-            join.dead_letter_next.update(resume.dead_letter_next)
+            positions = dict(join.dead_letter_next)
+            positions.update(self._dead_letters.positions(partition, join.inference_next, join.feedback_next))
+            inference = rows_to_table(out.inference, INFERENCE_LOG)
+            tables: dict[str, list[dict[str, Any]] | pa.Table] = {
+                "inference": inference,
+                "feedback": joined_table(out.feedback, out.inference, inference),
+                "orphans": out.orphans,
+            }
+            sealed.append(SealedSegment(partition, name, tables, join.resume_state(positions), out.pending,
+                                        joined=len(out.feedback), orphans=len(out.orphans)))  # fmt: skip
+            join.dead_letter_next = positions
             join.committed()
-            commits += [
-                TopicPartition(self.settings.inference_topic, partition, name.inference_end),
-                TopicPartition(self.settings.feedback_topic, partition, name.feedback_end),
-            ]
+        if sealed:
+            self._writer.submit(sealed)
         self._sync_join_counters()
         # The hot state is millions of long-lived objects; without this the cyclic GC rescans
         # them over and over (about a fifth of the daemon's time). Freed ones still go by refcount.
         gc.freeze()
+
+    def _settle(self, reason: str) -> None:
+        """Wait for the segments in flight; count them and commit their offsets to Kafka."""
+        commits: list[TopicPartition] = []
+        for segment, error in self._writer.settle():
+            if isinstance(error, SegmentCommitError):
+                # Another member owns this partition now (we were too slow to notice a rebalance):
+                # its rows are that member's to write; drop ours and carry on with the rest.
+                log.warning("giving up partition %d: %s", segment.partition, error)
+                self._retire(segment.partition)
+                continue
+            if isinstance(error, OSError):  # disk full, read-only, permissions: nothing of it was committed
+                raise LogWriteError(segment.name.path(self.log_dir), error) from None
+            if error is not None:
+                raise error
+            self.stats.segments += 1
+            self.stats.rows_written += segment.rows
+            self.stats.joined += segment.joined
+            self.stats.orphans += segment.orphans
+            if segment.partition in self._joins:
+                commits += [
+                    TopicPartition(self.settings.inference_topic, segment.partition, segment.name.inference_end),
+                    TopicPartition(self.settings.feedback_topic, segment.partition, segment.name.feedback_end),
+                ]
         if commits and self._consumer is not None:
             try:
                 self._consumer.commit(offsets=commits, asynchronous=False)
@@ -358,28 +450,33 @@ class ConsumerDaemon:
 
     def _sync_join_counters(self) -> None:
         stats = self.stats
-        stats.joined_hot = sum(j.joined["hot"] for j in self._joins.values()) + self._retired["hot"]
-        stats.joined_waited = sum(j.joined["waited"] for j in self._joins.values()) + self._retired["waited"]
-        stats.duplicates = sum(j.duplicates for j in self._joins.values()) + self._retired["duplicates"]
-        stats.pending = sum(j.pending_count for j in self._joins.values())
+        joins = self._joins.values()
+        stats.joined_hot = sum(j.joined["hot"] for j in joins) + self._retired["hot"]
+        stats.joined_waited = sum(j.joined["waited"] for j in joins) + self._retired["waited"]
+        stats.duplicates = sum(j.duplicates for j in joins) + self._retired["duplicates"]
+        stats.pending = sum(j.pending_count for j in joins)
+        stats.enforced_order = sum(a.enforced for a in self._aligned.values()) + self._retired["enforced"]
+        stats.queued = sum(a.queued for a in self._aligned.values())
+        stats.stream_time_ms = max((j.stream_time for j in joins), default=0)
         stats.hot_entries = len(self._hot)
         stats.hot_bytes = self._hot.used_bytes
         stats.hot_evictions = self._hot.evictions
 
     def _retire(self, partition: int) -> None:
         join = self._joins.pop(partition, None)
+        aligned = self._aligned.pop(partition, None)
+        self._idle_since.pop(partition, None)
         if join is None:
             return
         self._retired = {
             "hot": self._retired["hot"] + join.joined["hot"],
             "waited": self._retired["waited"] + join.joined["waited"],
             "duplicates": self._retired["duplicates"] + join.duplicates,
+            "enforced": self._retired["enforced"] + (aligned.enforced if aligned else 0),
         }
         self._hot.drop_partition(partition)
         if self._dead_letters is not None:
             self._dead_letters.forget(partition)
-        for key in [k for k in self._eof if k[1] == partition]:
-            del self._eof[key]
 
     # ------------------------------------------------------------------ rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -391,11 +488,16 @@ class ConsumerDaemon:
             sweep_temporaries(self.log_dir, number)
             resume = read_resume_state(self.log_dir, number)
             assert self._dead_letters is not None
-            resume.dead_letter_next.update(self._dead_letters.resume(number, resume.dead_letter_next))
+            resume.dead_letter_next.update(
+                self._dead_letters.resume(
+                    number, resume.dead_letter_next, resume.inference_next or 0, resume.feedback_next or 0
+                )
+            )
             known = self._landed.known_event_ids(number, self.config.dedup_ids) if resume.has_segments else ([], [])
             self._joins[number] = PartitionJoin(
                 resume, self._hot, grace_ms=self.config.grace_ms, dedup_ids=self.config.dedup_ids, known_ids=known
             )
+            self._aligned[number] = AlignedPartition(self.config.max_idle_ms)
             log.info(
                 "assigned partition %d: resuming at inference offset %s, feedback offset %s, %d feedback waiting",
                 number, resume.inference_next or 0, resume.feedback_next or 0, len(resume.pending),
@@ -409,9 +511,10 @@ class ConsumerDaemon:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = sorted({tp.partition for tp in partitions} & set(self._joins))
-        if numbers:
+        if numbers and not self._failed:
             log.info("partitions %s revoked: flushing them before handing them over", numbers)
             self._flush(numbers, reason="revoke")
+            self._settle("revoke")
         for number in numbers:
             self._retire(number)
         self.stats.assigned_partitions = sorted(self._joins)
@@ -429,6 +532,7 @@ class ConsumerDaemon:
         self._sync_join_counters()
         stats.lag = self._lag()
         stats.rss_bytes = current_rss()
+        stats.cpu_seconds = round(time.process_time(), 3)
         total_lag = sum(stats.lag.values())
         log.info(
             "progress: %.0f consumed/s, %.0f joined/s, %d pending, %d orphans, %d dead letters, "
@@ -454,17 +558,3 @@ class ConsumerDaemon:
         except KafkaException:
             pass
         return lag
-
-
-def segment_state(join: PartitionJoin, dead_letter_next: dict[int, int]) -> ResumeState:
-    """The state.json of the segment about to be written from ``join``."""
-    merged = dict(join.dead_letter_next)
-    merged.update(dead_letter_next)
-    return ResumeState(
-        partition=join.partition,
-        inference_next=join.inference_next,
-        feedback_next=join.feedback_next,
-        pending=join.pending_state(),
-        dead_letter_next=merged,
-        has_segments=True,
-    )

@@ -2,13 +2,16 @@
 
 Each dead letter keeps the original key, value and headers, plus headers naming where it came
 from and why (``prefpair.source.topic`` / ``.partition`` / ``.offset``, ``prefpair.error.class``,
-``prefpair.error.message``, ``prefpair.error.stage``). It goes to dead-letter partition
-``source partition % dead-letter partitions``.
+``prefpair.error.message``, ``prefpair.error.stage``) and whose it is (``prefpair.pipeline``: the
+id of the log, so two pipelines on the same topics each account for their own). It goes to
+dead-letter partition ``source partition % dead-letter partitions``.
 
 Exactly once: the sink is flushed (and every delivery acknowledged) before the segment that
 covers the source offset is committed; after a crash, the partition's new owner reads the
 dead-letter partition from the offset the last segment recorded and skips the source offsets
-already there, so a replay does not send them twice.
+already there, so a replay does not send them twice. The offset a segment records is never past
+a dead letter it does not cover: one that an earlier run sent for a source offset beyond the
+segment's ends keeps the recorded position at or before it, so the next owner still sees it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ H_OFFSET = "prefpair.source.offset"
 H_ERROR_CLASS = "prefpair.error.class"
 H_ERROR_MESSAGE = "prefpair.error.message"
 H_STAGE = "prefpair.error.stage"
+H_PIPELINE = "prefpair.pipeline"
 
 
 def header_map(headers: Any) -> dict[str, str]:
@@ -46,16 +50,18 @@ def header_map(headers: Any) -> dict[str, str]:
 class DeadLetterSink:
     """Produces dead letters and remembers, per source partition, what was already sent."""
 
-    def __init__(self, settings: Settings, partitions: int) -> None:
+    def __init__(self, settings: Settings, partitions: int, *, pipeline: str) -> None:
         self.topic = settings.dead_letter_topic
         self.partitions = max(1, partitions)
+        self.pipeline = pipeline
         self._settings = settings
         self._producer = create_producer(
             client_config(settings, enable_idempotence=True, linger_ms=5)
         )
         self._errors: list[str] = []
         self._next: dict[int, int] = {}  # dead-letter partition -> next offset after our acknowledged sends
-        self._already_sent: dict[int, set[tuple[str, int]]] = {}  # source partition -> {(topic, offset)}
+        # source partition -> {(source topic, source offset): dead-letter offset} sent by an earlier run
+        self._already_sent: dict[int, dict[tuple[str, int], int]] = {}
         self.sent = 0
         self.skipped_replays = 0
 
@@ -63,15 +69,17 @@ class DeadLetterSink:
         return source_partition % self.partitions
 
     # ------------------------------------------------------------------ resume
-    def resume(self, source_partition: int, recorded: dict[int, int]) -> dict[int, int]:
-        """Learn what a crashed owner already sent for ``source_partition`` after its last segment.
+    def resume(
+        self, source_partition: int, recorded: dict[int, int], inference_next: int, feedback_next: int
+    ) -> dict[int, int]:
+        """Learn what an earlier run already sent for ``source_partition`` past its last segment.
 
-        ``recorded`` is the dead-letter offset the last committed segment noted. Returns the
-        positions to record in the next segment.
+        ``recorded`` is the dead-letter offset the last committed segment noted, which ends at
+        ``inference_next`` / ``feedback_next``. Returns the positions to record in the next segment.
         """
         target = self.dead_letter_partition(source_partition)
         start = recorded.get(target, 0)
-        seen: set[tuple[str, int]] = set()
+        seen: dict[tuple[str, int], int] = {}
         consumer = create_consumer(
             client_config(
                 self._settings,
@@ -89,18 +97,21 @@ class DeadLetterSink:
             self._next[target] = max(self._next.get(target, 0), high)
         finally:
             consumer.close()
-        self._already_sent[source_partition] = seen
-        if seen:
+        ends = {self._settings.inference_topic: inference_next, self._settings.feedback_topic: feedback_next}
+        self._already_sent[source_partition] = {
+            key: dl_offset for key, dl_offset in seen.items() if key[1] >= ends.get(key[0], 0)
+        }
+        if self._already_sent[source_partition]:
             log.info(
                 "partition %d: %d dead letters were already sent by an earlier run; replays will skip them",
-                source_partition, len(seen),
+                source_partition, len(self._already_sent[source_partition]),
             )  # fmt: skip
-        return {target: self._next[target]}
+        return self.positions(source_partition, inference_next, feedback_next)
 
     def _scan(
         self, consumer: Consumer, source_partition: int, high: int, timeout: float = 60.0
-    ) -> set[tuple[str, int]]:
-        seen: set[tuple[str, int]] = set()
+    ) -> dict[tuple[str, int], int]:
+        seen: dict[tuple[str, int], int] = {}
         deadline = time.monotonic() + timeout
         while True:
             msg = consumer.poll(1.0)
@@ -115,9 +126,11 @@ class DeadLetterSink:
                     return seen
                 raise DeadLetterError(self.topic, error.str())
             headers = header_map(msg.headers())
-            if headers.get(H_PARTITION) == str(source_partition):
-                seen.add((headers.get(H_TOPIC, ""), int(headers.get(H_OFFSET, "-1"))))
             offset = msg.offset()
+            # Dead letters from before pipeline ids (no header) count as this pipeline's.
+            ours = headers.get(H_PIPELINE, self.pipeline) == self.pipeline
+            if ours and headers.get(H_PARTITION) == str(source_partition) and offset is not None:
+                seen.setdefault((headers.get(H_TOPIC, ""), int(headers.get(H_OFFSET, "-1"))), offset)
             if offset is not None and offset + 1 >= high:
                 return seen
 
@@ -140,6 +153,7 @@ class DeadLetterSink:
             (H_ERROR_CLASS, type(error).__name__.encode()),
             (H_ERROR_MESSAGE, str(error)[:1000].encode()),
             (H_STAGE, stage.encode()),
+            (H_PIPELINE, self.pipeline.encode()),
         ]
         target = self.dead_letter_partition(partition)
         while True:
@@ -172,9 +186,21 @@ class DeadLetterSink:
         if remaining:
             raise DeadLetterError(self.topic, f"{remaining} dead letters not acknowledged within {timeout} s")
 
-    def positions(self, source_partition: int) -> dict[int, int]:
-        """Dead-letter offsets to record in the next segment of ``source_partition``."""
+    def positions(self, source_partition: int, inference_next: int, feedback_next: int) -> dict[int, int]:
+        """Dead-letter offsets to record in a segment of ``source_partition`` ending at these offsets.
+
+        Our own sends are acknowledged (:meth:`flush`) before a segment is written, so the position
+        is past them; but never past a dead letter an earlier run sent for an offset the segment
+        does not cover yet, or the next owner would not see it and send it again.
+        """
         target = self.dead_letter_partition(source_partition)
+        ends = {self._settings.inference_topic: inference_next, self._settings.feedback_topic: feedback_next}
+        uncovered = self._already_sent.get(source_partition, {})
+        if uncovered:
+            uncovered = {key: dl for key, dl in uncovered.items() if key[1] >= ends.get(key[0], 0)}
+            self._already_sent[source_partition] = uncovered
+        if uncovered:
+            return {target: min(uncovered.values())}
         return {target: self._next[target]} if target in self._next else {}
 
     def close(self) -> None:

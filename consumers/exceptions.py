@@ -36,3 +36,16 @@ class CorruptStateError(ConsumerError):
         self.path = path
         self.reason = reason
         super().__init__(f"unreadable segment state {path}: {reason}")
+
+
+class LogWriteError(ConsumerError):
+    """The operating system refused a segment write (disk full, read-only, permissions).
+
+    Nothing of the segment was committed, nor its offsets; a restart with room to write resumes
+    from the last committed segment.
+    """
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        self.path = path
+        self.error = error
+        super().__init__(f"cannot write log segment {path}: {error.strerror or error}")

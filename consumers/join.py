@@ -1,26 +1,36 @@
-"""The join of one partition number: feedback meets its inference event by request id.
+"""The join of one partition number: feedback meets its inference event by request id, in event time.
 
 Both topics are co-partitioned, so partition ``p`` of the feedback topic only ever needs
-inference events from partition ``p``. A :class:`PartitionJoin` keeps the rows of the open
-segment and the feedback that waits for its inference; :class:`HotState` is the shared,
-budgeted memory of recent inference events. A feedback event is joined
+inference events from partition ``p``. The daemon hands a :class:`PartitionJoin` the records of
+both partitions merged in timestamp order (:mod:`prefpair.consumers.alignment`), so *stream time*
+(the largest record timestamp processed) is a property of the data, not of fetch sizes or of how
+fast either topic is read. :class:`HotState` is the shared, budgeted memory of recent inference
+events. A feedback event is joined
 
 * ``hot``: its inference is in memory;
 * ``waited``: it arrived first and was joined when the inference came;
 * ``landed``: the inference had left memory (budget, restart, rebalance) and was found in the
   committed log by a batched DuckDB lookup.
 
-Feedback whose inference does not come within the grace becomes an orphan row with the reason.
+Feedback waits for its inference until stream time passes its own timestamp by more than the
+grace; then it becomes an orphan row with the reason. Only where a partition is idle (both
+topics read to their ends) does the wall clock move its time on (:meth:`PartitionJoin.expire_idle`).
+
+What waits is resumable at O(new) cost per segment: each segment stores only the feedback that
+started waiting in it (``pending.parquet``) and the smallest offset still waiting; a restart reads
+those files back from that offset and subtracts what later segments joined or orphaned.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefpair.consumers.segments import ResumeState
+from prefpair.consumers.segments import JoinedPair, PendingItem, ResumeState
 from prefpair.schemas.log import FEEDBACK_RENAMES, INFERENCE_RENAMES
 from prefpair.schemas.models import now_ms
 
@@ -28,10 +38,12 @@ LandedLookup = Callable[[int, list[str]], dict[str, dict[str, Any]]]
 """``(partition, request_ids) -> {request_id: landed inference row}``."""
 
 
-
 def inference_row(record: dict[str, Any], topic: str, partition: int, offset: int) -> dict[str, Any]:
-    """A decoded inference event as a row of the inference log."""
-    row = {INFERENCE_RENAMES.get(k, k): v for k, v in record.items()}
+    """A decoded inference event as a row of the inference log (the record itself, renamed in place)."""
+    row = record
+    for old, new in INFERENCE_RENAMES.items():
+        if old in row:
+            row[new] = row.pop(old)
     row["inference_topic"] = topic
     row["inference_partition"] = partition
     row["inference_offset"] = offset
@@ -39,8 +51,11 @@ def inference_row(record: dict[str, Any], topic: str, partition: int, offset: in
 
 
 def feedback_row(record: dict[str, Any], topic: str, partition: int, offset: int) -> dict[str, Any]:
-    """A decoded feedback event with its source position, before the join."""
-    row = {FEEDBACK_RENAMES.get(k, k): v for k, v in record.items()}
+    """A decoded feedback event with its source position, before the join (the record itself, renamed in place)."""
+    row = record
+    for old, new in FEEDBACK_RENAMES.items():
+        if old in row:
+            row[new] = row.pop(old)
     row["feedback_topic"] = topic
     row["feedback_partition"] = partition
     row["feedback_offset"] = offset
@@ -113,11 +128,17 @@ class BoundedIds:
 
 @dataclass
 class Emitted:
-    """What a flush hands to the segment writer."""
+    """What a flush hands to the segment writer.
+
+    Joined feedback is kept as pairs (feedback row, inference row): the writer builds the joined
+    table's inference columns from Arrow (:func:`~prefpair.consumers.segments.joined_table`), so
+    an inference event is converted once however many feedback rows repeat it.
+    """
 
     inference: list[dict[str, Any]] = field(default_factory=list)
-    feedback: list[dict[str, Any]] = field(default_factory=list)
+    feedback: list[JoinedPair] = field(default_factory=list)
     orphans: list[dict[str, Any]] = field(default_factory=list)
+    pending: list[PendingItem] = field(default_factory=list)
 
 
 class PartitionJoin:
@@ -137,16 +158,28 @@ class PartitionJoin:
         self.grace_ms = grace_ms
         self.inference_start = self.inference_next = resume.inference_next or 0
         self.feedback_start = self.feedback_next = resume.feedback_next or 0
+        self.stream_time = resume.stream_time_ms
         self.dead_letter_next = dict(resume.dead_letter_next)
         self.may_have_landed = resume.has_segments
         self.seen_inference = BoundedIds(dedup_ids, known_ids[0])
         self.seen_feedback = BoundedIds(dedup_ids, known_ids[1])
-        self.pending: dict[str, list[dict[str, Any]]] = {}
-        for item in resume.pending:
-            self.pending.setdefault(item["row"]["request_id"], []).append(item)
-            self.seen_feedback.add(item["row"]["feedback_event_id"])
-        self.unchecked: set[str] = set(self.pending) if self.may_have_landed else set()
+        # Waiting feedback: by request id (for the join), by offset (what is still waiting), a heap
+        # by timestamp (expiry) and a queue in offset order (the smallest offset still waiting).
+        self.pending: dict[str, list[PendingItem]] = {}
+        self._waiting: dict[int, PendingItem] = {}
+        self._by_time: list[tuple[int, int]] = []
+        self._by_offset: deque[int] = deque()
+        self._new_pending: list[PendingItem] = []
+        self._expired: list[PendingItem] = []
         self.out = Emitted()
+        for item in resume.pending:
+            self._wait(item)
+            self.seen_feedback.add(item.row["feedback_event_id"])
+        if not resume.pending_stored:  # read from an older layout: store them in the next segment
+            self._new_pending = list(resume.pending)
+        else:
+            self._new_pending = []
+        self.unchecked: set[str] = set(self.pending) if self.may_have_landed else set()
         self.open_inference: dict[str, dict[str, Any]] = {}
         self.buffered_bytes = 0
         self.opened_at = 0.0
@@ -154,24 +187,29 @@ class PartitionJoin:
         self.joined = {"hot": 0, "waited": 0, "landed": 0}
         self.orphaned = 0
 
-    # ------------------------------------------------------------------ positions
+    # ------------------------------------------------------------------ positions and time
     def _touch(self, size: int) -> None:
         if not self.opened_at:
             self.opened_at = time.monotonic()
         self.buffered_bytes += size
 
-    def advance(self, topic_is_inference: bool, offset: int) -> None:
+    def advance(self, topic_is_inference: bool, offset: int, timestamp_ms: int | None = None) -> None:
         """A message at ``offset`` was handled (joined, dead-lettered or skipped)."""
         if topic_is_inference:
             self.inference_next = offset + 1
         else:
             self.feedback_next = offset + 1
         self._touch(0)
+        if timestamp_ms is not None and timestamp_ms > self.stream_time:
+            self.stream_time = timestamp_ms
+            self._expire_up_to(timestamp_ms)
 
     # ------------------------------------------------------------------ events
-    def add_inference(self, row: dict[str, Any], size: int) -> None:
+    def add_inference(self, row: dict[str, Any], size: int, timestamp_ms: int) -> None:
+        # Time moves first: feedback more than the grace ahead of this inference is an orphan,
+        # whichever record comes next; exactly the grace ahead still joins.
+        self.advance(True, row["inference_offset"], timestamp_ms)
         event_id = row["inference_event_id"]
-        self.advance(True, row["inference_offset"])
         if event_id in self.seen_inference:
             self.duplicates += 1
             return
@@ -185,11 +223,12 @@ class PartitionJoin:
         if waiting:
             self.unchecked.discard(request_id)
             for item in waiting:
-                self._emit_joined(item["row"], row, "waited")
+                del self._waiting[item.offset]
+                self._emit_joined(item.row, row, "waited")
 
-    def add_feedback(self, row: dict[str, Any], size: int) -> None:
+    def add_feedback(self, row: dict[str, Any], size: int, timestamp_ms: int) -> None:
         event_id = row["feedback_event_id"]
-        self.advance(False, row["feedback_offset"])
+        self.advance(False, row["feedback_offset"], timestamp_ms)
         if event_id in self.seen_feedback:
             self.duplicates += 1
             return
@@ -200,80 +239,139 @@ class PartitionJoin:
         if inference is not None:
             self._emit_joined(row, inference, "hot")
             return
-        self.pending.setdefault(request_id, []).append({"row": row, "arrived_ms": now_ms()})
+        item = PendingItem(row, timestamp_ms, row["feedback_offset"])
+        self._wait(item)
+        self._new_pending.append(item)
         if self.may_have_landed or self.partition in self.hot.evicted_from:
             self.unchecked.add(request_id)
+        if self.stream_time - timestamp_ms > self.grace_ms:  # already older than the grace
+            self._expire_up_to(self.stream_time)
+
+    def _wait(self, item: PendingItem) -> None:
+        self.pending.setdefault(item.row["request_id"], []).append(item)
+        self._waiting[item.offset] = item
+        heapq.heappush(self._by_time, (item.timestamp_ms, item.offset))
+        self._by_offset.append(item.offset)
 
     def _emit_joined(self, feedback: dict[str, Any], inference: dict[str, Any], path: str) -> None:
-        joined = dict(inference)
-        joined.update(feedback)
-        joined["joined_at_ms"] = now_ms()
-        joined["join_path"] = path
-        self.out.feedback.append(joined)
+        feedback["joined_at_ms"] = now_ms()
+        feedback["join_path"] = path
+        self.out.feedback.append((feedback, inference))
         self.joined[path] += 1
+
+    # ------------------------------------------------------------------ expiry
+    def _expire_up_to(self, time_ms: int) -> None:
+        """Move feedback that waited more than the grace (in event time) out of the join."""
+        heap, waiting = self._by_time, self._waiting
+        while heap and time_ms - heap[0][0] > self.grace_ms:
+            _, offset = heapq.heappop(heap)
+            item = waiting.pop(offset, None)
+            if item is None:  # joined meanwhile
+                continue
+            request_id = item.row["request_id"]
+            items = self.pending[request_id]
+            items.remove(item)
+            if not items:
+                del self.pending[request_id]
+            item.expired_at_ms = time_ms
+            self._expired.append(item)
+            self._touch(0)
+
+    def expire_idle(self, idle_for_ms: int) -> None:
+        """The partition is read to its ends on both topics: let the wall clock move its time on."""
+        if self._by_time:
+            self._expire_up_to(self.stream_time + idle_for_ms)
+
+    @property
+    def expired_count(self) -> int:
+        return len(self._expired)
+
+    def _orphan_expired(self) -> None:
+        for item in self._expired:
+            orphan = dict(item.row)
+            orphan["orphaned_at_ms"] = now_ms()
+            orphan["reason"] = (
+                f"no inference event for request_id {item.row['request_id']!r} within the grace of "
+                f"{self.grace_ms / 1000:g} s of event time (feedback at {item.timestamp_ms}, "
+                f"stream time reached {item.expired_at_ms})"
+            )
+            self.out.orphans.append(orphan)
+        self.orphaned += len(self._expired)
+        self._expired = []
 
     # ------------------------------------------------------------------ flush
     @property
     def pending_count(self) -> int:
-        return sum(len(items) for items in self.pending.values())
+        return len(self._waiting)
+
+    def pending_from(self) -> int | None:
+        """The smallest feedback offset still waiting (None when nothing waits)."""
+        queue = self._by_offset
+        while queue and queue[0] not in self._waiting:
+            queue.popleft()
+        return queue[0] if queue else None
 
     def buffered_rows(self) -> int:
         return len(self.out.inference) + len(self.out.feedback) + len(self.out.orphans)
-
-    def oldest_pending_ms(self) -> int | None:
-        oldest = [item["arrived_ms"] for items in self.pending.values() for item in items]
-        return min(oldest) if oldest else None
 
     def has_changes(self) -> bool:
         return bool(self.opened_at)
 
     def resolve_landed(self, lookup: LandedLookup) -> int:
-        """Join waiting feedback whose inference is in the committed log; returns how many."""
-        if not self.unchecked:
+        """Join waiting (and just expired) feedback whose inference is in the committed log."""
+        expired_may_have_landed = self.may_have_landed or self.partition in self.hot.evicted_from
+        wanted = set(self.unchecked)
+        if expired_may_have_landed:
+            wanted.update(item.row["request_id"] for item in self._expired)
+        if not wanted:
             return 0
-        found = lookup(self.partition, sorted(self.unchecked))
+        found = lookup(self.partition, sorted(wanted))
         self.unchecked.clear()
         joined = 0
         for request_id, inference in found.items():
             for item in self.pending.pop(request_id, []):
-                self._emit_joined(item["row"], inference, "landed")
+                del self._waiting[item.offset]
+                self._emit_joined(item.row, inference, "landed")
                 joined += 1
+        if found and self._expired:
+            keep: list[PendingItem] = []
+            for item in self._expired:
+                landed = found.get(item.row["request_id"])
+                if landed is None:
+                    keep.append(item)
+                else:
+                    self._emit_joined(item.row, landed, "landed")
+                    joined += 1
+            self._expired = keep
+        if joined:
+            self._touch(0)
         return joined
 
-    def expire(self, now: int, reason_prefix: str = "no inference event") -> int:
-        """Turn feedback that waited longer than the grace into orphan rows."""
-        expired = 0
-        for request_id in list(self.pending):
-            keep = []
-            for item in self.pending[request_id]:
-                if now - item["arrived_ms"] >= self.grace_ms:
-                    orphan = dict(item["row"])
-                    orphan["orphaned_at_ms"] = now
-                    orphan["reason"] = (
-                        f"{reason_prefix} for request_id {request_id!r} within the grace of "
-                        f"{self.grace_ms / 1000:g} s (waited since {item['arrived_ms']})"
-                    )
-                    self.out.orphans.append(orphan)
-                    expired += 1
-                else:
-                    keep.append(item)
-            if keep:
-                self.pending[request_id] = keep
-            else:
-                del self.pending[request_id]
-        if expired:
-            self._touch(0)
-        self.orphaned += expired
-        return expired
+    def seal(self) -> Emitted:
+        """Close the open segment's rows: expired feedback becomes orphans, new waiting feedback is stored."""
+        self._orphan_expired()
+        self.out.pending = [item for item in self._new_pending if item.offset in self._waiting]
+        return self.out
 
-    def pending_state(self) -> list[dict[str, Any]]:
-        return [item for items in self.pending.values() for item in items]
+    def resume_state(self, dead_letter_next: dict[int, int]) -> ResumeState:
+        """The state.json of the segment about to be written."""
+        return ResumeState(
+            partition=self.partition,
+            inference_next=self.inference_next,
+            feedback_next=self.feedback_next,
+            pending_from=self.pending_from(),
+            pending_count=self.pending_count,
+            stream_time_ms=self.stream_time,
+            dead_letter_next=dead_letter_next,
+            has_segments=True,
+        )
 
     def committed(self) -> None:
         """The segment is durable: start the next one where it ended."""
         self.inference_start = self.inference_next
         self.feedback_start = self.feedback_next
         self.out = Emitted()
+        self._new_pending = []
         self.open_inference.clear()
         self.buffered_bytes = 0
         self.opened_at = 0.0

@@ -39,7 +39,12 @@ class RunStats:
     landed_lookups: int = 0
     rebalances: int = 0
     rss_bytes: int = 0
+    pauses: int = 0
+    enforced_order: int = 0
+    queued: int = 0
+    stream_time_ms: int = 0
     busy_seconds: float = 0.0
+    cpu_seconds: float = 0.0
     assigned_partitions: list[int] = field(default_factory=list)
     lag: dict[str, int] = field(default_factory=dict)
 
@@ -63,7 +68,8 @@ def write_metrics(path: Path, stats: RunStats, group_id: str) -> None:
     lines = []
     for name, value in stats.to_json().items():
         if isinstance(value, int):
-            gauges = {"pending", "hot_entries", "hot_bytes", "hot_budget_bytes", "rss_bytes"}
+            gauges = {"pending", "hot_entries", "hot_bytes", "hot_budget_bytes", "rss_bytes", "queued",
+                      "stream_time_ms"}
             kind = "gauge" if name in gauges else "counter"
             metric = f"prefpair_consumer_{name}" + ("_total" if kind == "counter" else "")
             lines += [f"# TYPE {metric} {kind}", f'{metric}{{group="{group_id}"}} {value}']

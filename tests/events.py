@@ -69,23 +69,25 @@ class RawProducer:
         self.producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "enable.idempotence": True,
                                   "linger.ms": 5, "partitioner": KEY_PARTITIONER})  # fmt: skip
 
-    def _send(self, topic: str, key: str, value: bytes) -> None:
+    def _send(self, topic: str, key: str, value: bytes, timestamp_ms: int | None = None) -> None:
         while True:
             try:
-                self.producer.produce(topic, key=key.encode(), value=value)
+                self.producer.produce(topic, key=key.encode(), value=value, timestamp=timestamp_ms or 0)
                 break
             except BufferError:
                 self.producer.poll(0.1)
         self.producer.poll(0)
 
-    def inference(self, event: dict[str, Any]) -> bytes:
+    def inference(self, event: dict[str, Any], *, timestamp_ms: int | None = None) -> bytes:
+        """Send an inference event; ``timestamp_ms`` sets the record timestamp (default: now)."""
         value = CODEC.encode(INFERENCE, event)
-        self._send(self.settings.inference_topic, event["request_id"], value)
+        self._send(self.settings.inference_topic, event["request_id"], value, timestamp_ms)
         return value
 
-    def feedback(self, event: dict[str, Any]) -> bytes:
+    def feedback(self, event: dict[str, Any], *, timestamp_ms: int | None = None) -> bytes:
+        """Send a feedback event; ``timestamp_ms`` sets the record timestamp (default: now)."""
         value = CODEC.encode(FEEDBACK, event)
-        self._send(self.settings.feedback_topic, event["request_id"], value)
+        self._send(self.settings.feedback_topic, event["request_id"], value, timestamp_ms)
         return value
 
     def raw(self, topic: str, key: str, value: bytes) -> None:

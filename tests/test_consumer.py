@@ -4,14 +4,12 @@ through SIGKILLs and a rebalance, landed joins, graceful shutdown, compaction.""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,53 +17,14 @@ from typing import Any
 
 import duckdb
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
-from conftest import MakeSettings, settings_env
+from conftest import MakeSettings
+from consumer_support import cli_env, dead_letters, feedback_rows, log_ids
 from events import RawProducer, inference, pairwise, poison
 
 from prefpair.config import Settings
 from prefpair.consumers import ConsumerConfig, ConsumerDaemon, compact
-from prefpair.consumers.dead_letters import H_ERROR_CLASS, H_OFFSET, H_PARTITION, H_TOPIC, header_map
+from prefpair.consumers.dead_letters import H_ERROR_CLASS, H_OFFSET, H_PARTITION, H_TOPIC
 from prefpair.schemas.log import committed_segments, table_files
-
-
-# --------------------------------------------------------------------------- reading the log
-def log_ids(log_dir: Path) -> dict[str, list[str]]:
-    """Event ids per table, with repeats (a duplicate shows as a repeat)."""
-    out: dict[str, list[str]] = {}
-    for table, column in (("inference", "inference_event_id"), ("feedback", "feedback_event_id"),
-                          ("orphans", "feedback_event_id")):  # fmt: skip
-        files = [str(f) for f in table_files(log_dir, table)]
-        rows = duckdb.sql(f"SELECT {column} FROM read_parquet({files})").fetchall() if files else []
-        out[table] = [r[0] for r in rows]
-    return out
-
-
-def feedback_rows(log_dir: Path) -> list[dict[str, Any]]:
-    files = [str(f) for f in table_files(log_dir, "feedback")]
-    return duckdb.sql(f"SELECT * FROM read_parquet({files})").to_arrow_table().to_pylist() if files else []
-
-
-def dead_letters(settings: Settings, timeout: float = 20.0) -> list[tuple[bytes, dict[str, str]]]:
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": uuid.uuid4().hex,
-                         "enable.partition.eof": True, "auto.offset.reset": "earliest"})  # fmt: skip
-    metadata = consumer.list_topics(settings.dead_letter_topic, timeout=10)
-    partitions = list(metadata.topics[settings.dead_letter_topic].partitions)
-    consumer.assign([TopicPartition(settings.dead_letter_topic, p, 0) for p in partitions])
-    out: list[tuple[bytes, dict[str, str]]] = []
-    at_end: set[int] = set()
-    deadline = time.monotonic() + timeout
-    while len(at_end) < len(partitions) and time.monotonic() < deadline:
-        msg = consumer.poll(1.0)
-        if msg is None:
-            continue
-        if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:
-                at_end.add(msg.partition())
-            continue
-        out.append((msg.value(), header_map(msg.headers())))
-    consumer.close()
-    return out
 
 
 # --------------------------------------------------------------------------- workload
@@ -165,12 +124,6 @@ def consume_cmd(*extra: str, until_caught_up: bool = True) -> list[str]:
     return [sys.executable, "-m", "prefpair.cli", "consume", *(["--until-caught-up"] if until_caught_up else []),
             "--group-id", "exact", "--grace-ms", "600000", "--progress-interval", "2", "--session-timeout-ms", "6000",
             *extra]  # fmt: skip
-
-
-def cli_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFPAIR_")}
-    env.update(settings_env(settings))
-    return env
 
 
 # --------------------------------------------------------------------------- tests

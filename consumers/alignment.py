@@ -1,0 +1,105 @@
+"""Event-time alignment of the two co-partitioned topics, as Kafka Streams does it for a task.
+
+Fetches follow message sizes, not time: the small feedback messages arrive far ahead of the large
+inference messages when a backlog is read. If the daemon joined in fetch order, feedback would
+wait for inference events that are still in Kafka, and how many became orphans would depend on
+fetch sizes. Instead, for each partition number the daemon queues what it fetched from both
+topics and hands the join the record with the smallest timestamp next:
+
+* both queues hold records: the earlier timestamp goes first (on a tie, the inference);
+* one queue is empty: if that topic is read to its end (partition EOF), the other goes on;
+  otherwise the daemon waits for the fetch, at most ``max_idle_ms``, then goes on anyway
+  (``max.task.idle.ms``; the fetch may be slow because the broker is);
+* a queue that holds more than its share is paused at the consumer, so fetches go to the other
+  topic (resumed when it has drained to half).
+
+Timestamps are the Kafka record timestamps (CreateTime, set when the event was produced).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
+
+INFERENCE, FEEDBACK = 0, 1
+SIDES = (INFERENCE, FEEDBACK)
+
+
+def record_timestamp(msg: Message, fallback: int) -> int:
+    """The record's timestamp in epoch ms, or ``fallback`` if the record has none."""
+    kind, value = msg.timestamp()
+    return value if kind != TIMESTAMP_NOT_AVAILABLE and value >= 0 else fallback
+
+
+@dataclass
+class Side:
+    """Fetched, not yet joined records of one topic-partition."""
+
+    queue: deque[tuple[int, Message]] = field(default_factory=deque)
+    at_end: bool = False
+    """The last fetch reached the partition's end (librdkafka's partition EOF)."""
+    next_offset: int = -1
+    """Offset after the last queued record; a refetch of older offsets (after pause) is dropped."""
+    paused: bool = False
+    queued_bytes: int = 0
+
+
+class AlignedPartition:
+    """The two queues of one partition number, and the order in which their records are joined."""
+
+    def __init__(self, max_idle_ms: int) -> None:
+        self.max_idle_ms = max_idle_ms
+        self.sides = (Side(), Side())
+        self._waiting_since: float | None = None
+        self.enforced = 0
+        """How often a record went ahead without knowing the other topic's next timestamp."""
+
+    def push(self, side: int, msg: Message, fallback_ms: int) -> bool:
+        """Queue a fetched record; False when it was queued already (a refetch)."""
+        queue = self.sides[side]
+        offset = msg.offset() or 0
+        if offset < queue.next_offset:
+            return False
+        queue.next_offset = offset + 1
+        queue.at_end = False
+        queue.queue.append((record_timestamp(msg, fallback_ms), msg))
+        queue.queued_bytes += len(msg.value() or b"")
+        return True
+
+    def reached_end(self, side: int, offset: int | None) -> None:
+        """librdkafka reached the end of this side at ``offset``."""
+        queue = self.sides[side]
+        if offset is None or offset >= queue.next_offset:
+            queue.at_end = True
+
+    def pop(self, now_s: float) -> tuple[int, int, Message] | None:
+        """The next record to join as ``(side, timestamp, message)``, or None to wait for fetches."""
+        inference, feedback = self.sides
+        if inference.queue and feedback.queue:
+            self._waiting_since = None
+            side = INFERENCE if inference.queue[0][0] <= feedback.queue[0][0] else FEEDBACK
+        elif inference.queue or feedback.queue:
+            side = INFERENCE if inference.queue else FEEDBACK
+            if not self.sides[1 - side].at_end:
+                if self._waiting_since is None:
+                    self._waiting_since = now_s
+                if (now_s - self._waiting_since) * 1000 < self.max_idle_ms:
+                    return None
+                self.enforced += 1
+        else:
+            return None
+        chosen = self.sides[side]
+        timestamp, msg = chosen.queue.popleft()
+        chosen.queued_bytes -= len(msg.value() or b"")
+        return side, timestamp, msg
+
+    @property
+    def idle(self) -> bool:
+        """Both topics read to their ends and nothing queued: only the wall clock moves now."""
+        return all(s.at_end and not s.queue for s in self.sides)
+
+    @property
+    def queued(self) -> int:
+        return len(self.sides[0].queue) + len(self.sides[1].queue)
