@@ -263,6 +263,110 @@ def bench_consumer(results: Results, bootstrap: str, home: Path, requests: int) 
     results.add(Row("scaling", "events/s, 2 processes over 4 partitions", rate2, rate, "ev/s", "near 2x of 1 process"))
 
 
+def backlog_events(n: int, early: float = 0.1, seed: int = 4) -> list[tuple[str, str, bytes]]:
+    """n requests (~3.4 KB inference, ~300-byte feedback) in production order: each feedback a
+    little after its inference, except ``early`` of them, produced up to 500 requests before it."""
+    events = encoded_events(n, seed=seed)
+    rng = random.Random(seed)
+    out: list[tuple[str, str, bytes]] = []
+    held: list[tuple[str, str, bytes]] = []
+    for i in range(0, len(events), 2):
+        inference, feedback = events[i], events[i + 1]
+        if rng.random() < early:
+            out.insert(max(0, len(out) - rng.randrange(1, 1000)), feedback)  # before its inference
+            out.append(inference)
+        else:
+            out.append(inference)
+            held.append(feedback)
+            if len(held) > 50 or rng.random() < 0.02:
+                out.extend(held)
+                held = []
+    return out + held
+
+
+def plain_join_loop(settings: Settings, expected: int, out_dir: Path) -> float:
+    """The baseline a team would write by hand: one confluent-kafka consumer on both topics,
+    fastavro decode, a dict join (feedback waits in memory for its inference), pyarrow Parquet
+    files every 50,000 rows; no validation, no dead letters, no exactly-once, no resume."""
+    import pyarrow.parquet as pq
+
+    from prefpair.consumers.join import feedback_row, inference_row
+    from prefpair.consumers.segments import rows_to_table
+    from prefpair.schemas.log import SCHEMAS
+
+    codec = SingleObjectCodec()
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": uuid.uuid4().hex,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    consumer.subscribe([settings.inference_topic, settings.feedback_topic])
+    inferences: dict[str, dict[str, Any]] = {}
+    waiting: dict[str, list[dict[str, Any]]] = {}
+    tables: dict[str, list[dict[str, Any]]] = {"inference": [], "feedback": []}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = 0
+
+    def write(table: str) -> None:
+        nonlocal files
+        pq.write_table(rows_to_table(tables[table], SCHEMAS[table]), out_dir / f"{table}-{files}.parquet")
+        files += 1
+        tables[table] = []
+
+    seen = 0
+    start: float | None = None
+    while seen < expected:
+        for msg in consumer.consume(1000, timeout=1.0):
+            if msg.error():
+                continue
+            if start is None:
+                start = time.perf_counter()
+            seen += 1
+            _, record = codec.decode(msg.value() or b"")
+            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            if topic == settings.inference_topic:
+                row = inference_row(record, topic, partition, offset)
+                inferences[row["request_id"]] = row
+                tables["inference"].append(row)
+                for feedback in waiting.pop(row["request_id"], []):
+                    tables["feedback"].append({**row, **feedback, "joined_at_ms": 0, "join_path": "waited"})
+            else:
+                feedback = feedback_row(record, topic, partition, offset)
+                found = inferences.get(feedback["request_id"])
+                if found is None:
+                    waiting.setdefault(feedback["request_id"], []).append(feedback)
+                else:
+                    tables["feedback"].append({**found, **feedback, "joined_at_ms": 0, "join_path": "hot"})
+            for table, rows in tables.items():
+                if len(rows) >= 50_000:
+                    write(table)
+    for table, rows in tables.items():
+        if rows:
+            write(table)
+    elapsed = time.perf_counter() - (start or time.perf_counter())
+    consumer.close()
+    return expected / elapsed
+
+
+def bench_backlog(results: Results, bootstrap: str, home: Path, requests: int) -> None:
+    """A realistic backlog consumed from the start: more than the hot state holds, 10% of feedback
+    produced before its inference; the daemon beside raw consume + decode and a plain join loop."""
+    events = backlog_events(requests)
+    settings = unique_settings(bootstrap, home)
+    load_topics(settings, events)
+    raw_rate = raw_consume_decode(settings, len(events))
+    plain_rate = plain_join_loop(settings, len(events), home / "plain-loop")
+    rate, stats = run_daemons(settings, 1, "bench-backlog")
+    label = f"backlog of {requests:,} requests, events/s, 1 process"
+    results.add(Row("consumer", f"{label} vs plain join loop", rate, plain_rate, "ev/s", "≥ 1x plain loop"))
+    results.add(Row("consumer", f"{label} vs raw consume + decode", rate, raw_rate, "ev/s", "≥ 0.5x raw"))
+    cpu_ms_per_k = stats[0]["cpu_seconds"] / stats[0]["consumed"] * 1e6
+    results.add(Row("consumer", "CPU per 1,000 events (backlog, whole process incl. start-up)", cpu_ms_per_k, None,
+                    "ms", "", False))  # fmt: skip
+    results.notes.append(
+        f"backlog: {stats[0]['joined']:,} joined ({stats[0]['joined_hot']:,} hot, {stats[0]['joined_waited']:,} "
+        f"waited, {stats[0]['joined_landed']:,} landed), {stats[0]['orphans']} orphans, "
+        f"{stats[0]['segments']} segments, {stats[0]['pauses']} pauses; RSS {stats[0]['rss_bytes'] / 2**20:.0f} MB"
+    )
+
+
 def bench_memory(results: Results, bootstrap: str, home: Path, sizes: list[int]) -> None:
     """RSS of the daemon holding n inference events that wait for feedback (the hot join state)."""
     for n in sizes:
@@ -435,13 +539,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap-servers", default=os.environ.get("PREFPAIR_BOOTSTRAP_SERVERS"))
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run (not for the README)")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README's table")
-    parser.add_argument("--only", action="append", help="run only these sections (producer, consumer, memory, "
-                        "latency, compile)")  # fmt: skip
+    parser.add_argument("--only", action="append", help="run only these sections (producer, consumer, backlog, "
+                        "memory, latency, compile)")  # fmt: skip
+    parser.add_argument("--backlog-requests", type=int, help="requests in the backlog section [100,000]")
     args = parser.parse_args(argv)
     sizes = {"producer": 2_000 if args.quick else 20_000, "consumer": 2_000 if args.quick else 15_000,
+             "backlog": 5_000 if args.quick else 100_000,
              "memory": [0, 2_000] if args.quick else [0, 20_000, 60_000], "latency": 30 if args.quick else 200,
              "compile": 20_000 if args.quick else 1_000_000}  # fmt: skip
-    wanted = set(args.only or ["producer", "consumer", "memory", "latency", "compile"])
+    if args.backlog_requests:
+        sizes["backlog"] = args.backlog_requests
+    wanted = set(args.only or ["producer", "consumer", "backlog", "memory", "latency", "compile"])
     results = Results()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="prefpair-bench-") as tmp:
@@ -452,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
                 bench_producer(results, bootstrap, home, sizes["producer"])
             if "consumer" in wanted:
                 bench_consumer(results, bootstrap, home, sizes["consumer"] // 2)
+            if "backlog" in wanted:
+                bench_backlog(results, bootstrap, home, sizes["backlog"])
             if "memory" in wanted:
                 bench_memory(results, bootstrap, home, sizes["memory"])
             if "latency" in wanted:
