@@ -20,6 +20,7 @@ from prefpair.config import Settings
 from prefpair.schemas.wire import Codec, SingleObjectCodec
 from prefpair.service.app import create_app
 from prefpair.service.config import ServiceConfig, TokenSecret
+from prefpair.service.server import uvicorn_options
 
 API_KEY = "test-key-" + "k" * 24
 CURRENT = TokenSecret(kid="v2", secret=SecretStr("current-secret-" + "c" * 20))
@@ -66,7 +67,9 @@ def serve(settings: Settings, **overrides: Any) -> Iterator[Served]:
     }
     values.update(overrides)
     config = ServiceConfig(**values)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, config), log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, config), log_level="warning", **uvicorn_options(config))
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

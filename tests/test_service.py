@@ -360,6 +360,27 @@ def test_repeated_failed_authentication_locks_the_client_out(make_settings: Call
         refused(served.public.get("/v1/feedback-tokens/forged", params={"score": 1}), 429, "too many failed")
 
 
+def test_forwarded_for_is_believed_only_from_a_configured_proxy(make_settings: Callable[..., Settings]) -> None:
+    """uvicorn's default believed X-Forwarded-For from 127.0.0.1, so a client on the host could spread
+    its failed authentications over made-up addresses and never be locked out."""
+    settings = make_settings(partitions=1, create=False)
+
+    def guess(served: Served, address: str) -> httpx.Response:
+        return served.public.get("/v1/feedback", headers={"X-API-Key": "guess", "X-Forwarded-For": address})
+
+    with serve(settings, auth_failure_rate=0.01, auth_failure_burst=3) as served:
+        for address in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+            refused(guess(served, address), 401, "invalid API key")
+        locked = served.client.get("/v1/feedback", headers={"X-Forwarded-For": "10.0.0.4"})
+        refused(locked, 429, "too many failed authentications from 127.0.0.1")
+
+    with serve(settings, auth_failure_rate=0.01, auth_failure_burst=3, trusted_proxies=("127.0.0.1",)) as served:
+        for _ in range(3):  # behind a trusted proxy, each client address has its own chances
+            refused(guess(served, "10.0.0.1"), 401, "invalid API key")
+        refused(guess(served, "10.0.0.1"), 429, "too many failed authentications from 10.0.0.1")
+        assert served.client.get("/v1/feedback", headers={"X-Forwarded-For": "10.0.0.2"}).status_code == 200
+
+
 def test_cors_for_browser_widgets(make_settings: Callable[..., Settings]) -> None:
     with serve(make_settings(partitions=1, create=False), cors_origins=("https://app.example",)) as served:
         preflight = served.public.options(
@@ -554,6 +575,8 @@ def test_serve_command_shuts_down_gracefully(make_settings: Callable[..., Settin
         ).json()
         assert token["url"].startswith(f"http://127.0.0.1:{port}/v1/feedback-tokens/pp1.v2.")
         assert httpx.get(token["url"], params={"score": 1}).status_code == 202
+        misplaced = httpx.get(f"{url}/v1/feedback", params={"api_key": API_KEY})  # a key belongs in the header
+        assert misplaced.status_code == 401
     finally:
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=60)
@@ -562,6 +585,7 @@ def test_serve_command_shuts_down_gracefully(make_settings: Callable[..., Settin
     assert API_KEY not in stderr + stdout
     assert token["token"] not in stderr + stdout  # access log lines mask presigned tokens
     assert "/v1/feedback-tokens/<token>" in stderr
+    assert "/v1/feedback?api_key=<redacted>" in stderr  # access log lines mask query values
     assert len(events_of(settings, "cli-1")) == 1
 
 

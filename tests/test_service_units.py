@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from prefpair.service.config import ServiceConfig, TokenReuse, TokenSecret
 from prefpair.service.exceptions import BadCursorError, IdempotencyConflictError, TokenError
 from prefpair.service.limits import IdempotencyCache, RateLimiter
 from prefpair.service.reads import FeedbackFilter, LogReader, decode_cursor, encode_cursor
+from prefpair.service.server import RedactAccessLog, uvicorn_options
 from prefpair.service.tokens import TokenClaims, TokenSigner, UsedTokens
 
 OLD = TokenSecret(kid="old", secret=SecretStr("o" * 32))
@@ -135,6 +137,7 @@ def test_service_config_from_env_and_files(tmp_path: Path) -> None:
             "PREFPAIR_SERVICE_PORT": "7000",
             "PREFPAIR_CORS_ORIGINS": "https://a.example,https://b.example",
             "PREFPAIR_TOKEN_REUSE": "expiry",
+            "PREFPAIR_TRUSTED_PROXIES": "10.0.0.7, 10.1.0.0/16",
         },
     )
     assert config.port == 9000  # flag beats environment
@@ -142,6 +145,8 @@ def test_service_config_from_env_and_files(tmp_path: Path) -> None:
     assert [s.kid for s in config.token_secrets] == ["v2", "v1"]
     assert config.cors_origins == ("https://a.example", "https://b.example")
     assert config.token_reuse is TokenReuse.EXPIRY
+    assert config.trusted_proxies == ("10.0.0.7", "10.1.0.0/16")
+    assert ServiceConfig.load(environ={}).trusted_proxies == ()  # no proxy is believed by default
     assert config.base_url == "http://127.0.0.1:9000"
     assert "key-from-file" not in repr(config) and "sss" not in repr(config)
 
@@ -154,6 +159,9 @@ def test_service_config_from_env_and_files(tmp_path: Path) -> None:
         ({"PREFPAIR_SERVICE_PORT": "http"}, "port", "integer"),
         ({"PREFPAIR_TOKEN_REUSE": "twice"}, "token_reuse", "single"),
         ({"PREFPAIR_API_KEYS_FILE": "/nonexistent/keys"}, "api_keys_file", "cannot read"),
+        ({"PREFPAIR_TRUSTED_PROXIES": "proxy.local"}, "trusted_proxies", "'proxy.local' is not an IP address"),
+        ({"PREFPAIR_TRUSTED_PROXIES": "10.0.0.1/8"}, "trusted_proxies", "not an IP address or network"),
+        ({"PREFPAIR_TRUSTED_PROXIES": "*,10.0.0.1"}, "trusted_proxies", "'*' (trust any proxy) stands alone"),
     ],
 )
 def test_service_config_errors_name_the_field(environ: dict[str, str], field: str, reason: str) -> None:
@@ -161,6 +169,33 @@ def test_service_config_errors_name_the_field(environ: dict[str, str], field: st
         ServiceConfig.load(environ=environ)
     assert info.value.field == field
     assert reason in info.value.reason
+
+
+def test_uvicorn_believes_forwarded_headers_only_from_configured_proxies() -> None:
+    assert uvicorn_options(ServiceConfig())["proxy_headers"] is False
+    behind = uvicorn_options(ServiceConfig(trusted_proxies=("10.0.0.7",)))
+    assert (behind["proxy_headers"], behind["forwarded_allow_ips"]) == (True, ["10.0.0.7"])
+    assert uvicorn_options(ServiceConfig(trusted_proxies=("*",)))["forwarded_allow_ips"] == "*"
+
+
+def test_access_log_masks_tokens_and_every_query_value() -> None:
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/v1/feedback?api_key=s3cret-key&limit=5&bare", "1.1", 401),
+        None,
+    )
+    assert RedactAccessLog().filter(record)
+    assert record.getMessage() == (
+        '127.0.0.1:5000 - "GET /v1/feedback?api_key=<redacted>&limit=<redacted>&<redacted> HTTP/1.1" 401'
+    )
+    assert RedactAccessLog.redact("/v1/feedback-tokens/pp1.v2.abc.def?score=1&comment=call%20me") == (
+        "/v1/feedback-tokens/<token>?score=<redacted>&comment=<redacted>"
+    )
+    assert RedactAccessLog.redact("/v1/feedback/f1") == "/v1/feedback/f1"
 
 
 # --------------------------------------------------------------------------- reads over a written log
