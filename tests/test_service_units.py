@@ -19,6 +19,7 @@ from prefpair.errors import ConfigError
 from prefpair.schemas.log import FEEDBACK_LOG, INFERENCE_LOG, ORPHAN_LOG, SegmentName
 from prefpair.service.config import ServiceConfig, TokenReuse, TokenSecret
 from prefpair.service.exceptions import BadCursorError, IdempotencyConflictError, TokenError
+from prefpair.service.jsonbody import depth_overflow, field_path, invalid_text, nesting_depth
 from prefpair.service.limits import IdempotencyCache, RateLimiter
 from prefpair.service.reads import FeedbackFilter, LogReader, decode_cursor, encode_cursor
 from prefpair.service.server import RedactAccessLog, uvicorn_options
@@ -123,6 +124,30 @@ def test_idempotency_cache() -> None:
         assert len(cache) == 2 and cache.cached("id", "fp") is None  # least recently used dropped
 
     asyncio.run(scenario())
+
+
+# --------------------------------------------------------------------------- JSON bodies
+def test_depth_scan_reads_strings_and_names_the_path() -> None:
+    assert depth_overflow('{"x": {"y\\u00e9": [[1]]}}', 3) == ["x", "y\u00e9", 0]
+    assert depth_overflow('{"x": {"y": [[1]]}}', 4) is None
+    assert depth_overflow('[1, 2, {"k": "v", "deep": [[]]}]', 3) == [2, "deep", 0]
+    # Brackets inside strings, escaped quotes, a key that looks like structure: not nesting.
+    assert depth_overflow('{"[[[[": "{{{{\\"[[[[", "b": "]]]]"}', 1) is None
+    assert depth_overflow('"' + "\\\"" * 10_000, 0) is None  # unterminated string of escaped quotes
+    assert depth_overflow("[" * 10, 9) == [0] * 9
+    text = '{"a":' * 40 + "1" + "}" * 40
+    assert nesting_depth(json.loads(text)) == 40
+    assert depth_overflow(text, 40) is None and depth_overflow(text, 39) == ["a"] * 39
+
+
+def test_invalid_text_is_found_in_keys_and_values_at_any_depth() -> None:
+    assert invalid_text({"a": [{"b": "ok", "c\U0001f600": ["fine"]}]}) is None
+    assert invalid_text({"a": [{"b": "ok"}, {"\ud800": 1}]}) == (
+        ["a", 1],
+        "key '\\ud800' is not valid Unicode text (it has a lone surrogate)",
+    )
+    assert invalid_text(["x", ["\udfff"]]) == ([1, 0], "not valid Unicode text (it has a lone surrogate)")
+    assert field_path(["a", 1, "k\ud800"]) == "a.1.k\\ud800"  # safe to put in a JSON answer
 
 
 # --------------------------------------------------------------------------- config
