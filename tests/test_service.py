@@ -322,6 +322,14 @@ def test_lone_surrogates_are_refused_in_keys_and_values_at_any_depth(service: Se
     assert (event["feedback_id"], event["metadata"]) == ("u-1", {"\U0001f600": "v"})
 
 
+def test_cursor_outside_the_logs_range_is_a_422(service: Served) -> None:
+    """[10**40, "a"] once reached DuckDB (integer too large: 500); 1500 brackets made the decoder recurse."""
+    for raw in (json.dumps([10**40, "a"]).encode(), b'[-1, "a"]', b'[1, "\\ud800"]', b"[" * 1500):
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        body = refused(service.client.get("/v1/feedback", params={"cursor": cursor}), 422, "cursor")
+        assert (body["error"], body["field"]) == ("invalid_cursor", "cursor")
+
+
 # --------------------------------------------------------------------------- presigned URLs
 def issue(served: Served, **body: Any) -> dict[str, Any]:
     response = served.client.post(

@@ -62,7 +62,8 @@ def test_token_refusals_name_the_problem() -> None:
     forger = TokenSigner((TokenSecret(kid="new", secret=SecretStr("x" * 32)),))
     with pytest.raises(TokenError, match="forged or tampered"):
         signer.verify(forger.sign(claims), now=1_000)
-    for garbage in ("", "abc", "pp1.new.a.b.c", "pp2.new.a.b", f"pp1.new.{body}.!!"):
+    # "pp1.new.\u00e9.AAAA": non-ASCII claims were once signed over as ASCII (UnicodeEncodeError: 500)
+    for garbage in ("", "abc", "pp1.new.a.b.c", "pp2.new.a.b", f"pp1.new.{body}.!!", "pp1.new.\u00e9.AAAA"):
         with pytest.raises(TokenError, match="malformed") as info:
             signer.verify(garbage, now=1_000)
         assert info.value.status == 401
@@ -407,6 +408,30 @@ def test_list_filters_and_cursor_pagination(log_dir: Path) -> None:
     assert ids(since_ms=1002, until_ms=1700) == ["f3"]
     with pytest.raises(BadCursorError):
         reader.list_feedback(FeedbackFilter(), cursor="bm90IGEgY3Vyc29y")
+
+
+def _cursor_of(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+# Cursors that decode to JSON but to no position of the log (each once reached DuckDB or recursed).
+OUT_OF_RANGE_CURSORS = {
+    "timestamp above BIGINT": (_cursor_of(json.dumps([10**40, "a"]).encode()), "not a log timestamp"),
+    "negative timestamp": (_cursor_of(b'[-1, "a"]'), "not a log timestamp"),
+    "lone surrogate in the id": (_cursor_of(b'[1, "\\ud800"]'), "not Unicode text"),
+    "nested 1500 deep": (_cursor_of(b"[" * 1500), "not a cursor this service handed out"),
+}
+
+
+@pytest.mark.parametrize("name", OUT_OF_RANGE_CURSORS)
+def test_cursor_outside_the_logs_range_is_refused_before_the_query(log_dir: Path, name: str) -> None:
+    cursor, reason = OUT_OF_RANGE_CURSORS[name]
+    assert len(cursor) <= 2048  # what the API accepts
+    with pytest.raises(BadCursorError) as info:
+        LogReader(log_dir).list_feedback(FeedbackFilter(), cursor=cursor)
+    assert reason in info.value.reason
+    largest = encode_cursor(2**63 - 1, "f9")  # the edge of the range is still a position
+    assert LogReader(log_dir).list_feedback(FeedbackFilter(), cursor=largest) == ([], None)
 
 
 def test_cursor_is_opaque_base64_of_last_position() -> None:
