@@ -29,6 +29,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prefpair import __version__
@@ -240,6 +241,7 @@ def create_app(
             "joined Parquet log. Writes answer 202 once the broker acknowledged the event."
         ),
         lifespan=lifespan,
+        redirect_slashes=False,  # a path that is not a route is a 404, never a redirect to another one
     )
     app.router.route_class = CheckedJsonRoute
     app.state.prefpair = state
@@ -247,7 +249,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     if config.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            JsonRefusalCORSMiddleware,
             allow_origins=list(config.cors_origins),
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["Content-Type", API_KEY_HEADER],
@@ -307,6 +309,37 @@ async def check_json_body(request: Request) -> None:
     if problem is not None:
         name = field_path(problem[0])
         raise RefusedError(422, "invalid_request", f"{name or 'body'}: {problem[1]}", name or None)
+
+
+class JsonRefusalCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS handling, with a refused preflight answered in the API's error shape."""
+
+    # Starlette's words for what a preflight asked for and was refused, and the header that asked.
+    ASKED_BY = {
+        "origin": "Origin",
+        "method": "Access-Control-Request-Method",
+        "headers": "Access-Control-Request-Headers",
+        "private-network": "Access-Control-Request-Private-Network",
+    }
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        reason = bytes(response.body).decode("utf-8")
+        refused = [part.strip() for part in reason.removeprefix("Disallowed CORS ").split(",")]
+        headers = {
+            name: value
+            for name, value in response.headers.items()
+            if name.lower() not in ("content-length", "content-type")
+        }
+        return error_response(
+            response.status_code,
+            "cors_refused",
+            f"CORS preflight refused: {reason}",
+            self.ASKED_BY.get(refused[0]),
+            headers,
+        )
 
 
 def install_error_handlers(app: FastAPI) -> None:

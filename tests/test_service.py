@@ -330,6 +330,14 @@ def test_cursor_outside_the_logs_range_is_a_422(service: Served) -> None:
         assert (body["error"], body["field"]) == ("invalid_cursor", "cursor")
 
 
+def test_paths_that_are_not_routes_are_json_404s_not_redirects(service: Served) -> None:
+    """``POST /v1/feedback-tokens/`` (an empty token) once answered a 307 to the token-issuing route."""
+    for method, path in (("POST", "/v1/feedback-tokens/"), ("GET", "/v1/feedback-tokens/"), ("GET", "/v1/feedback/")):
+        response = service.public.request(method, path, json={"score": 1}, follow_redirects=False)
+        assert response.status_code == 404 and "location" not in response.headers, (path, response.text)
+        assert response.json()["error"] == "not_found"
+
+
 # --------------------------------------------------------------------------- presigned URLs
 def issue(served: Served, **body: Any) -> dict[str, Any]:
     response = served.client.post(
@@ -537,6 +545,14 @@ def test_cors_for_browser_widgets(make_settings: Callable[..., Settings]) -> Non
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
         )
         assert "access-control-allow-origin" not in denied.headers
+        assert (denied.status_code, denied.json()["error"], denied.json()["field"]) == (400, "cors_refused", "Origin")
+        assert "origin" in denied.json()["message"]
+        wrong_method = served.public.options(
+            "/v1/feedback",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "PUT"},
+        )
+        assert wrong_method.status_code == 400
+        assert wrong_method.json()["field"] == "Access-Control-Request-Method"
         simple = served.public.get("/healthz", headers={"Origin": "https://app.example"})
         assert simple.headers["access-control-allow-origin"] == "https://app.example"
 
