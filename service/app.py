@@ -16,7 +16,7 @@ import json
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +27,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prefpair import __version__
@@ -43,8 +45,17 @@ from prefpair.service.exceptions import (
     RefusedError,
     TokenError,
 )
+from prefpair.service.jsonbody import (
+    MAX_BODY_DEPTH,
+    TOO_DEEP,
+    depth_overflow,
+    field_path,
+    invalid_text,
+    takes_json,
+)
 from prefpair.service.limits import (
     BodySizeLimit,
+    BodyTooLarge,
     IdempotencyCache,
     RateLimiter,
     retry_after_header,
@@ -78,9 +89,13 @@ TOKEN_PATH = "/v1/feedback-tokens"
 def error_response(
     status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    body = ErrorBody(error=code, message=message, field=field).model_dump(exclude_none=True)
-    return JSONResponse(body, status_code=status, headers=headers)
+    """The one shape of every refusal; text quoted from the request (a lone surrogate) is escaped."""
+    body = ErrorBody(error=code, message=_utf8(message), field=None if field is None else _utf8(field))
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def key_fingerprint(key: str) -> str:
@@ -226,13 +241,15 @@ def create_app(
             "joined Parquet log. Writes answer 202 once the broker acknowledged the event."
         ),
         lifespan=lifespan,
+        redirect_slashes=False,  # a path that is not a route is a 404, never a redirect to another one
     )
+    app.router.route_class = CheckedJsonRoute
     app.state.prefpair = state
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     if config.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            JsonRefusalCORSMiddleware,
             allow_origins=list(config.cors_origins),
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["Content-Type", API_KEY_HEADER],
@@ -241,6 +258,88 @@ def create_app(
         )
     add_routes(app, state)
     return app
+
+
+class CheckedJsonRoute(APIRoute):
+    """A route whose JSON body is held to :mod:`prefpair.service.jsonbody`'s rules before FastAPI
+    parses and validates it: nested too deep, or not valid Unicode, anywhere in it, is a 422
+    naming the field."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def checked(request: Request) -> Response:
+            if takes_json(request.headers.get("content-type")):
+                await check_json_body(request)
+            return await handler(request)
+
+        return checked
+
+
+async def check_json_body(request: Request) -> None:
+    """Refuse a JSON body nested deeper than any field may be, or with text that is not Unicode.
+
+    The depth is checked on the raw text, before anything recurses through it; the parsed body
+    is kept by the request, so FastAPI does not parse it again.
+    """
+    try:
+        body = await request.body()
+    except BodyTooLarge:
+        raise RefusedError(413, "body_too_large", "request body is larger than the limit") from None
+    if not body:
+        return
+    try:
+        text = body.decode(json.detect_encoding(body), "surrogatepass")  # as json.loads reads bytes
+    except UnicodeDecodeError as exc:
+        reason = f"body: not Unicode text ({exc.reason} at byte {exc.start})"
+        raise RefusedError(422, "invalid_request", reason) from None
+    where = depth_overflow(text, MAX_BODY_DEPTH)
+    if where is not None:
+        name = field_path(where)
+        raise RefusedError(422, "invalid_request", f"{name}: {TOO_DEEP}", name)
+    try:
+        value = await request.json()
+    except json.JSONDecodeError:
+        return  # not JSON: FastAPI answers 422 with the parser's message
+    except ValueError as exc:  # JSON that Python does not read, e.g. an integer of over 4300 digits
+        raise RefusedError(422, "invalid_request", f"body: {str(exc).split(';')[0]}") from None
+    problem = invalid_text(value)
+    if problem is not None:
+        name = field_path(problem[0])
+        raise RefusedError(422, "invalid_request", f"{name or 'body'}: {problem[1]}", name or None)
+
+
+class JsonRefusalCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS handling, with a refused preflight answered in the API's error shape."""
+
+    # Starlette's words for what a preflight asked for and was refused, and the header that asked.
+    ASKED_BY = {
+        "origin": "Origin",
+        "method": "Access-Control-Request-Method",
+        "headers": "Access-Control-Request-Headers",
+        "private-network": "Access-Control-Request-Private-Network",
+    }
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        reason = bytes(response.body).decode("utf-8")
+        refused = [part.strip() for part in reason.removeprefix("Disallowed CORS ").split(",")]
+        headers = {
+            name: value
+            for name, value in response.headers.items()
+            if name.lower() not in ("content-length", "content-type")
+        }
+        return error_response(
+            response.status_code,
+            "cors_refused",
+            f"CORS preflight refused: {reason}",
+            self.ASKED_BY.get(refused[0]),
+            headers,
+        )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -258,8 +357,8 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        field_name = ".".join(loc) or None
+        loc = [p for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        field_name = field_path(loc) or None
         message = f"{field_name}: {first.get('msg')}" if field_name else str(first.get("msg"))
         return error_response(422, "invalid_request", message, field_name)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import secrets
 import signal
 import sys
@@ -185,25 +184,13 @@ def service_config_from_args(args: argparse.Namespace) -> ServiceConfig:
     return config
 
 
-class RedactTokens(logging.Filter):
-    """Masks presigned tokens in uvicorn's access log lines (a token in a URL is a credential)."""
-
-    PATTERN = re.compile(r"(/v1/feedback-tokens/)[^/?\s\"]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                self.PATTERN.sub(r"\1<token>", arg) if isinstance(arg, str) else arg for arg in record.args
-            )
-        return True
-
-
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run the API until SIGINT/SIGTERM; shutdown flushes the producer."""
     try:
         import uvicorn
 
         from prefpair.service.app import create_app
+        from prefpair.service.server import RedactAccessLog, uvicorn_options
     except ModuleNotFoundError as exc:
         raise ConfigError(
             "serve", f"needs the service extra ({exc.name} is missing): pip install 'prefpair[service]'"
@@ -211,7 +198,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
 
     config = service_config_from_args(args)
     app = create_app(settings, config)
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    logging.getLogger("uvicorn.access").addFilter(RedactAccessLog())
     log.info(
         "listening on http://%s:%d (%d API keys, token key id %s, reuse %s)",
         config.host,
@@ -223,6 +210,6 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     # uvicorn shuts down gracefully on SIGTERM (lifespan: flush the producer), then re-raises the
     # signal; with this no-op handler underneath, a graceful stop exits 0 instead of -15.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(app, host=config.host, port=config.port, log_config=None, timeout_graceful_shutdown=30)
+    uvicorn.run(app, log_config=None, **uvicorn_options(config))
     log.info("stopped")
     return 0

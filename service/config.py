@@ -9,6 +9,7 @@ still accepted for checking, which is how a secret is rotated) / ``PREFPAIR_TOKE
 ``PREFPAIR_SERVICE_HOST``, ``PREFPAIR_SERVICE_PORT``, ``PREFPAIR_PUBLIC_URL``,
 ``PREFPAIR_MAX_BODY_BYTES``, ``PREFPAIR_KEY_RATE`` / ``PREFPAIR_KEY_BURST``,
 ``PREFPAIR_TOKEN_RATE`` / ``PREFPAIR_TOKEN_BURST``, ``PREFPAIR_CORS_ORIGINS`` (comma list),
+``PREFPAIR_TRUSTED_PROXIES`` (comma list of proxy addresses or networks whose ``X-Forwarded-For`` is believed),
 ``PREFPAIR_TOKEN_REUSE`` (``single`` or ``expiry``), ``PREFPAIR_TOKEN_TTL`` / ``PREFPAIR_TOKEN_MAX_TTL``
 (seconds), ``PREFPAIR_IDEMPOTENCY_CACHE_SIZE``, ``PREFPAIR_USED_TOKENS_CACHE_SIZE``,
 ``PREFPAIR_ACK_TIMEOUT``.
@@ -16,6 +17,7 @@ still accepted for checking, which is how a secret is rotated) / ``PREFPAIR_TOKE
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -94,6 +96,13 @@ class ServiceConfig(BaseModel):
         default=20, ge=1, description="Failed authentications a client address may make before it is locked out."
     )
     cors_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        description="Addresses (or networks, or '*') of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto headers are believed (uvicorn's forwarded_allow_ips); default none: the client "
+        "address is the TCP peer's, so a client cannot pick the address its failed authentications count "
+        "against.",
+    )
     token_reuse: TokenReuse = TokenReuse.SINGLE
     token_ttl: int = Field(default=24 * 3600, ge=1, description="Default token lifetime in seconds.")
     token_max_ttl: int = Field(default=30 * 24 * 3600, ge=1)
@@ -103,6 +112,20 @@ class ServiceConfig(BaseModel):
         default=30.0, gt=0, description="Seconds to wait for the broker's acknowledgement."
     )
     max_batch: int = Field(default=1000, ge=1)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "*" in value and len(value) > 1:
+            raise ValueError("'*' (trust any proxy) stands alone")
+        for entry in value:
+            if entry == "*":
+                continue
+            try:  # as uvicorn reads them (which takes anything else as a name no client address has)
+                ipaddress.ip_network(entry) if "/" in entry else ipaddress.ip_address(entry)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (like 10.0.0.0/8)") from None
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> ServiceConfig:
@@ -152,7 +175,7 @@ class ServiceConfig(BaseModel):
             if secrets_file:
                 secrets += _read_lines(Path(secrets_file), "token_secrets_file")
             values["token_secrets"] = tuple(_parse_secret(s) for s in secrets)
-            for name in ("cors_origins",):
+            for name in ("cors_origins", "trusted_proxies"):
                 if name in values:
                     values[name] = tuple(_split(values[name]))
             return cls(**values)
@@ -177,6 +200,7 @@ _ENV_NAMES = {
     "auth_failure_rate": "PREFPAIR_AUTH_FAILURE_RATE",
     "auth_failure_burst": "PREFPAIR_AUTH_FAILURE_BURST",
     "cors_origins": "PREFPAIR_CORS_ORIGINS",
+    "trusted_proxies": "PREFPAIR_TRUSTED_PROXIES",
     "token_reuse": "PREFPAIR_TOKEN_REUSE",
     "token_ttl": "PREFPAIR_TOKEN_TTL",
     "token_max_ttl": "PREFPAIR_TOKEN_MAX_TTL",

@@ -10,12 +10,14 @@ accepted as aliases of ``request_id`` and ``config``.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from prefpair.schemas import FeedbackCategory, FeedbackType, JudgmentKind, PairwiseOutcome, SourceType
 from prefpair.service.config import TokenReuse
+from prefpair.service.jsonbody import MAX_JSON_DEPTH, TOO_DEEP, nesting_depth
 
 ID_MAX = 256
 TEXT_MAX = 64 * 1024
@@ -44,7 +46,16 @@ class SourceBody(_Body):
     run_id: str | None = Field(default=None, max_length=ID_MAX)
 
 
-TextOrObject = str | dict[str, Any]
+def _shallow(value: str | dict[str, Any]) -> str | dict[str, Any]:
+    if nesting_depth(value) > MAX_JSON_DEPTH:
+        raise PydanticCustomError("too_deep", TOO_DEEP)
+    return value
+
+
+TextOrObject = Annotated[str | dict[str, Any], AfterValidator(_shallow)]
+"""A comment-like field that also takes free-form JSON: an object nested at most ``MAX_JSON_DEPTH`` levels."""
+
+CORRECTION_HELP = f"A string, or an object (nested at most {MAX_JSON_DEPTH} levels) sent as JSON text."
 
 
 def text_of(value: TextOrObject | None) -> str | None:
@@ -66,9 +77,7 @@ class _Judgment(_Body):
     )
     value: str | None = Field(default=None, max_length=TEXT_MAX, description="A category label or free text.")
     comment: str | None = Field(default=None, max_length=TEXT_MAX)
-    correction: TextOrObject | None = Field(
-        default=None, description="A string, or an object sent as JSON text."
-    )
+    correction: TextOrObject | None = Field(default=None, description=CORRECTION_HELP)
     config: ConfigBody | None = Field(
         default=None, validation_alias=AliasChoices("config", "feedback_config")
     )
@@ -166,7 +175,7 @@ class TokenSubmit(_Body):
     score: float | None = Field(default=None, allow_inf_nan=False)
     value: str | None = Field(default=None, max_length=TEXT_MAX)
     comment: str | None = Field(default=None, max_length=TEXT_MAX)
-    correction: TextOrObject | None = None
+    correction: TextOrObject | None = Field(default=None, description=CORRECTION_HELP)
     candidate_id: str | None = Field(default=None, max_length=ID_MAX)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=100)
     request_id: str | None = Field(default=None, description="If given, must be the token's request.")

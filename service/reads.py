@@ -31,6 +31,7 @@ import duckdb
 from prefpair.schemas import resolution
 from prefpair.schemas.log import FEEDBACK_LOG, ORPHAN_LOG, table_files
 from prefpair.service.exceptions import BadCursorError
+from prefpair.service.jsonbody import is_unicode
 
 # Fields of a feedback the API returns as they are (metadata is returned as ``metadata``).
 FIELDS = tuple(name for name in resolution.PATCHABLE if name != "feedback_metadata")
@@ -62,20 +63,23 @@ def encode_cursor(created_ms: int, feedback_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
-    """The position a cursor points after; BadCursorError when it is not one of ours."""
+    """The position a cursor points after; BadCursorError when it is not one of ours.
+
+    Only a position the log can hold passes: a timestamp the log's BIGINT holds (0 to 2**63 - 1)
+    and a feedback id that is Unicode text.
+    """
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...
         raise BadCursorError(cursor) from None
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or not isinstance(value[0], int)
-        or isinstance(value[0], bool)
-        or not isinstance(value[1], str)
-    ):
+    if not isinstance(value, list) or len(value) != 2:
         raise BadCursorError(cursor)
-    return value[0], value[1]
+    created_ms, feedback_id = value
+    if not isinstance(created_ms, int) or isinstance(created_ms, bool) or not 0 <= created_ms < 2**63:
+        raise BadCursorError(cursor, "its timestamp is not a log timestamp (an integer from 0 to 2**63 - 1)")
+    if not isinstance(feedback_id, str) or not is_unicode(feedback_id):
+        raise BadCursorError(cursor, "its feedback id is not Unicode text")
+    return created_ms, feedback_id
 
 
 def _events_sql(joined: bool, orphans: bool, prefilter: str) -> str:

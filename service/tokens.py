@@ -166,9 +166,12 @@ class TokenSigner:
                 f"token signed with unknown key id {kid[:32]!r} (forged or rotated out)",
             )
         try:
+            _b64decode(body)  # before it is signed over as ASCII
             given = _b64decode(signature)
         except (ValueError, binascii.Error):
-            raise TokenError(401, "token_malformed", "malformed token: signature is not base64url") from None
+            raise TokenError(
+                401, "token_malformed", "malformed token: claims or signature are not base64url"
+            ) from None
         if not hmac.compare_digest(given, self._mac(kid, f"{TOKEN_VERSION}.{kid}.{body}")):
             raise TokenError(
                 401, "token_bad_signature", "token signature does not match: forged or tampered with"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -20,6 +21,7 @@ from prefpair.config import Settings
 from prefpair.schemas.wire import Codec, SingleObjectCodec
 from prefpair.service.app import create_app
 from prefpair.service.config import ServiceConfig, TokenSecret
+from prefpair.service.server import uvicorn_options
 
 API_KEY = "test-key-" + "k" * 24
 CURRENT = TokenSecret(kid="v2", secret=SecretStr("current-secret-" + "c" * 20))
@@ -66,7 +68,9 @@ def serve(settings: Settings, **overrides: Any) -> Iterator[Served]:
     }
     values.update(overrides)
     config = ServiceConfig(**values)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, config), log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, config), log_level="warning", **uvicorn_options(config))
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -140,3 +144,23 @@ def refused(response: httpx.Response, status: int, *needles: str) -> dict[str, A
     for needle in needles:
         assert needle in body["message"], body
     return body
+
+
+def nested(depth: int, leaf: str = '"x"', opener: str = '{"a":', closer: str = "}") -> str:
+    """JSON text of ``leaf`` inside ``depth`` objects (``opener="[", closer="]"``: arrays), written
+    as text because encoding a deep value recurses."""
+    return opener * depth + leaf + closer * depth
+
+
+def json_text(template: Any, **raw: str) -> str:
+    """``template`` as JSON text, each string ``"@NAME"`` in it replaced by the JSON text ``raw[NAME]``."""
+    text = json.dumps(template)
+    for name, value in raw.items():
+        text = text.replace(json.dumps(f"@{name}"), value)
+    return text
+
+
+def send_json(client: httpx.Client, method: str, url: str, body: str | bytes) -> httpx.Response:
+    """Send ``body`` as it is, as ``application/json``."""
+    content = body.encode("utf-8") if isinstance(body, str) else body
+    return client.request(method, url, content=content, headers={"Content-Type": "application/json"})

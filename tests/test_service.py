@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import http.server
 import json
 import os
@@ -12,12 +13,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 from service_support import (
     API_KEY,
@@ -28,7 +31,10 @@ from service_support import (
     Served,
     events_of,
     free_socket,
+    json_text,
+    nested,
     refused,
+    send_json,
     serve,
     topic_events,
     topic_messages,
@@ -38,6 +44,7 @@ from prefpair.config import Settings
 from prefpair.schemas.wire import codec_for
 from prefpair.service.app import key_fingerprint
 from prefpair.service.config import TokenReuse, TokenSecret
+from prefpair.service.jsonbody import MAX_JSON_DEPTH, TOO_DEEP, nesting_depth
 from prefpair.service.tokens import TokenClaims, TokenSigner
 
 
@@ -190,6 +197,145 @@ def test_batch_update_and_delete(service: Served) -> None:
     )  # the refused batches sent nothing, not even their good items
     update = next(e for e in topic_events(service.settings) if e["op"] == "UPDATE")
     assert (update["comment"], update["score"], update["key"]) == ("second look", 1.0, None)
+
+
+# --------------------------------------------------------------------------- JSON bodies, alike everywhere
+def json_writes(served: Served, token_url: str) -> dict[str, tuple[str, str, dict[str, Any], str]]:
+    """Every write that takes a judgment as JSON: (method, url, body with "@v" for a value, field of "@v")."""
+    return {
+        "create": (
+            "POST",
+            "/v1/feedback",
+            {"id": "j-create", "request_id": "req-j", "key": "k", "correction": "@v"},
+            "correction",
+        ),
+        "batch": (
+            "POST",
+            "/v1/feedback/batch",
+            {"feedback": [{"id": "j-batch", "request_id": "req-j", "key": "k", "correction": "@v"}]},
+            "feedback.0.correction",
+        ),
+        "update": ("PATCH", "/v1/feedback/j-create", {"request_id": "req-j", "correction": "@v"}, "correction"),
+        "token": ("POST", token_url, {"id": "j-token", "correction": "@v"}, "correction"),
+    }
+
+
+def test_json_nested_too_deep_is_refused_alike_on_every_endpoint(service: Served) -> None:
+    """Depth 300 once passed validation and then failed serialization (500), 990 failed parsing (400),
+    and PATCH took what POST refused: now one rule, a 422 naming the field, on every endpoint."""
+    token = issue(service, reuse="expiry")
+    token_url = token["url"]
+    too_deep = {
+        "objects, one level too many": nested(MAX_JSON_DEPTH + 1),
+        "arrays inside an object": nested(1, nested(MAX_JSON_DEPTH, opener="[", closer="]")),
+        "300 objects": nested(300),
+        "990 objects": nested(990),
+        "100,000 arrays": nested(100_000, opener="[", closer="]"),
+    }
+    for endpoint, (method, url, template, field) in json_writes(service, token_url).items():
+        for name, value in too_deep.items():
+            response = send_json(service.client, method, url, json_text(template, v=value))
+            body = refused(response, 422, TOO_DEEP)
+            assert body["error"] == "invalid_request", (endpoint, name, body)
+            assert body["field"].startswith(field), (endpoint, name, body)
+        deepest = send_json(service.client, method, url, json_text(template, v=nested(MAX_JSON_DEPTH)))
+        assert deepest.status_code == 202, (endpoint, deepest.text)
+
+    # Fields of a fixed shape are held to the same rule (and their shape).
+    base = {"request_id": "req-j", "key": "k", "score": 1}
+    for field in ("metadata", "score", "source", "ranking"):
+        text = json_text({**base, field: "@v"}, v=nested(300))
+        body = refused(send_json(service.client, "POST", "/v1/feedback", text), 422, TOO_DEEP)
+        assert body["field"].startswith(field), body
+    text = json_text({"request_id": "r", "feedback_key": "k", "config": "@v"}, v=nested(300))
+    body = refused(send_json(service.client, "POST", "/v1/feedback-tokens", text), 422, TOO_DEEP)
+    assert body["field"].startswith("config"), body
+
+    # Only the four writes at the deepest allowed nesting were sent, each with its correction whole.
+    events = topic_events(service.settings)
+    assert sorted((e["feedback_id"], e["op"]) for e in events) == [
+        ("j-batch", "CREATE"),
+        ("j-create", "CREATE"),
+        ("j-create", "UPDATE"),
+        (f"tok-{token['id']}-j-token", "CREATE"),
+    ]
+    assert all(nesting_depth(json.loads(e["correction"])) == MAX_JSON_DEPTH for e in events)
+
+
+def test_lone_surrogates_are_refused_in_keys_and_values_at_any_depth(service: Served) -> None:
+    """A lone surrogate once reached Kafka as three U+FFFD (a metadata key got 202): now a 422 naming
+    the field, wherever the string is: a key or a value, nested or not, escaped or as raw bytes."""
+    token = issue(service, reuse="expiry")
+    base = {"request_id": "req-u", "key": "k", "score": 1}
+    escaped_key = "key '\\ud800' is not valid Unicode text"
+    lone_key = '{"\\ud800": "v"}'  # JSON text: the escape, not the character
+    cases: list[tuple[str, str, str | bytes, str, str]] = [  # method, url, body, field, message
+        ("POST", "/v1/feedback", json_text({**base, "metadata": "@v"}, v=lone_key), "metadata", escaped_key),
+        ("POST", "/v1/feedback", json_text({**base, "metadata": "@v"}, v='{"\\udfff": "v"}'), "metadata", "lone"),
+        ("POST", "/v1/feedback", json_text({**base, "metadata": "@v"}, v='{"m": "\\ud800"}'), "metadata.m", "lone"),
+        (
+            "POST",
+            "/v1/feedback",
+            json_text({**base, "correction": "@v"}, v='{"a": [{"b\\udc00": 1}]}'),
+            "correction.a.0",
+            "key 'b\\udc00'",
+        ),
+        (
+            "POST",
+            "/v1/feedback",
+            json_text({**base, "kind": "RANKING", "ranking": "@v"}, v='[["a"], ["\\ud800"]]'),
+            "ranking.1.0",
+            "lone",
+        ),
+        (
+            "POST",
+            "/v1/feedback",
+            b'{"request_id": "req-u", "key": "k", "score": 1, "metadata": {"\xed\xa0\x80": "v"}}',
+            "metadata",
+            escaped_key,
+        ),
+        (
+            "POST",
+            "/v1/feedback/batch",
+            json_text({"feedback": [base, {**base, "metadata": "@v"}]}, v=lone_key),
+            "feedback.1.metadata",
+            escaped_key,
+        ),
+        (
+            "PATCH",
+            "/v1/feedback/u-1",
+            json_text({"request_id": "req-u", "metadata": "@v"}, v=lone_key),
+            "metadata",
+            escaped_key,
+        ),
+        ("POST", token["url"], json_text({"score": 1, "metadata": "@v"}, v=lone_key), "metadata", escaped_key),
+        ("POST", "/v1/feedback-tokens", '{"request_id": "r", "feedback_key": "\\ud800"}', "feedback_key", "lone"),
+    ]
+    for method, url, body, field, message in cases:
+        refusal = refused(send_json(service.client, method, url, body), 422, message)
+        assert (refusal["error"], refusal["field"]) == ("invalid_request", field), refusal
+
+    # A surrogate pair is a character like any other, and arrives whole.
+    paired = json_text({**base, "id": "u-1", "metadata": "@v"}, v='{"\\ud83d\\ude00": "v"}')
+    assert send_json(service.client, "POST", "/v1/feedback", paired).status_code == 202
+    [event] = topic_events(service.settings)  # nothing refused was sent
+    assert (event["feedback_id"], event["metadata"]) == ("u-1", {"\U0001f600": "v"})
+
+
+def test_cursor_outside_the_logs_range_is_a_422(service: Served) -> None:
+    """[10**40, "a"] once reached DuckDB (integer too large: 500); 1500 brackets made the decoder recurse."""
+    for raw in (json.dumps([10**40, "a"]).encode(), b'[-1, "a"]', b'[1, "\\ud800"]', b"[" * 1500):
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        body = refused(service.client.get("/v1/feedback", params={"cursor": cursor}), 422, "cursor")
+        assert (body["error"], body["field"]) == ("invalid_cursor", "cursor")
+
+
+def test_paths_that_are_not_routes_are_json_404s_not_redirects(service: Served) -> None:
+    """``POST /v1/feedback-tokens/`` (an empty token) once answered a 307 to the token-issuing route."""
+    for method, path in (("POST", "/v1/feedback-tokens/"), ("GET", "/v1/feedback-tokens/"), ("GET", "/v1/feedback/")):
+        response = service.public.request(method, path, json={"score": 1}, follow_redirects=False)
+        assert response.status_code == 404 and "location" not in response.headers, (path, response.text)
+        assert response.json()["error"] == "not_found"
 
 
 # --------------------------------------------------------------------------- presigned URLs
@@ -360,6 +506,27 @@ def test_repeated_failed_authentication_locks_the_client_out(make_settings: Call
         refused(served.public.get("/v1/feedback-tokens/forged", params={"score": 1}), 429, "too many failed")
 
 
+def test_forwarded_for_is_believed_only_from_a_configured_proxy(make_settings: Callable[..., Settings]) -> None:
+    """uvicorn's default believed X-Forwarded-For from 127.0.0.1, so a client on the host could spread
+    its failed authentications over made-up addresses and never be locked out."""
+    settings = make_settings(partitions=1, create=False)
+
+    def guess(served: Served, address: str) -> httpx.Response:
+        return served.public.get("/v1/feedback", headers={"X-API-Key": "guess", "X-Forwarded-For": address})
+
+    with serve(settings, auth_failure_rate=0.01, auth_failure_burst=3) as served:
+        for address in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+            refused(guess(served, address), 401, "invalid API key")
+        locked = served.client.get("/v1/feedback", headers={"X-Forwarded-For": "10.0.0.4"})
+        refused(locked, 429, "too many failed authentications from 127.0.0.1")
+
+    with serve(settings, auth_failure_rate=0.01, auth_failure_burst=3, trusted_proxies=("127.0.0.1",)) as served:
+        for _ in range(3):  # behind a trusted proxy, each client address has its own chances
+            refused(guess(served, "10.0.0.1"), 401, "invalid API key")
+        refused(guess(served, "10.0.0.1"), 429, "too many failed authentications from 10.0.0.1")
+        assert served.client.get("/v1/feedback", headers={"X-Forwarded-For": "10.0.0.2"}).status_code == 200
+
+
 def test_cors_for_browser_widgets(make_settings: Callable[..., Settings]) -> None:
     with serve(make_settings(partitions=1, create=False), cors_origins=("https://app.example",)) as served:
         preflight = served.public.options(
@@ -378,11 +545,136 @@ def test_cors_for_browser_widgets(make_settings: Callable[..., Settings]) -> Non
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
         )
         assert "access-control-allow-origin" not in denied.headers
+        assert (denied.status_code, denied.json()["error"], denied.json()["field"]) == (400, "cors_refused", "Origin")
+        assert "origin" in denied.json()["message"]
+        wrong_method = served.public.options(
+            "/v1/feedback",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "PUT"},
+        )
+        assert wrong_method.status_code == 400
+        assert wrong_method.json()["field"] == "Access-Control-Request-Method"
         simple = served.public.get("/healthz", headers={"Origin": "https://app.example"})
         assert simple.headers["access-control-allow-origin"] == "https://app.example"
 
 
 # --------------------------------------------------------------------------- the OpenAPI spec, fuzzed
+@dataclass(frozen=True)
+class Nasty:
+    """A JSON value (as text) meant to break a field: how deep it nests, and whether it hides a lone surrogate."""
+
+    text: str
+    depth: int = 0
+    lone_surrogate: bool = False
+
+    @property
+    def acceptable(self) -> bool:
+        """Whether any endpoint may accept it in any field."""
+        return self.depth <= MAX_JSON_DEPTH and not self.lone_surrogate
+
+
+NASTY_LEAVES = [
+    Nasty('"x"'),
+    Nasty("null"),
+    Nasty("{}", 1),
+    Nasty("[]", 1),
+    Nasty('"\\ud800"', lone_surrogate=True),
+    Nasty('{"\\udc00": 1}', 1, lone_surrogate=True),
+    Nasty(str(10**40)),
+    Nasty("-1e999"),  # a float too large: infinity
+    Nasty("9" * 5000),  # more digits than Python turns into an int
+    Nasty(json.dumps("x" * 70_000)),  # over every text field's limit
+    Nasty(json.dumps("x" * 300_000)),  # over the body limit: 413
+    Nasty("{" + ",".join(f'"k{i}":{i}' for i in range(5000)) + "}", 1),
+    Nasty("[" + ",".join("1" for _ in range(50_000)) + "]", 1),
+]
+
+
+def wrapped(leaf: Nasty, depth: int, shape: str) -> Nasty:
+    """``leaf`` inside ``depth`` objects, arrays, or both in turn."""
+    openers = {"object": ['{"a":'], "array": ["["], "mixed": ['{"a":', "["]}[shape]
+    opened = [openers[level % len(openers)] for level in range(depth)]
+    closed = "".join("}" if opener.startswith("{") else "]" for opener in reversed(opened))
+    return Nasty("".join(opened) + leaf.text + closed, depth + leaf.depth, leaf.lone_surrogate)
+
+
+NASTY_VALUES = st.one_of(
+    st.builds(
+        wrapped,
+        st.sampled_from(NASTY_LEAVES),
+        st.integers(0, 40) | st.sampled_from([MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1, 300, 990, 1500]),
+        st.sampled_from(["object", "array", "mixed"]),
+    ),
+    st.just(Nasty(nested(100_000, opener="[", closer="]"), 100_000)),
+)
+
+
+def value_paths(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
+    """Every position in a JSON value, the value itself first."""
+    yield path
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield from value_paths(child, (*path, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from value_paths(child, (*path, index))
+
+
+def with_nasty(body: Any, path: tuple[str | int, ...], nasty: Nasty) -> str:
+    """``body`` as JSON text with ``nasty`` at ``path``."""
+    if not path:
+        return nasty.text
+    body = copy.deepcopy(body)
+    parent = body
+    for part in path[:-1]:
+        parent = parent[part]
+    parent[path[-1]] = "@nasty"
+    return json_text(body, nasty=nasty.text)
+
+
+def check_answer(response: httpx.Response, nasty: Nasty, what: str) -> None:
+    """No 5xx; a value no field may hold is refused; every refusal is the API's JSON error."""
+    assert response.status_code < 500, f"{what} answered {response.status_code}: {response.text[:300]}"
+    if not nasty.acceptable:
+        assert response.status_code >= 400, f"{what} accepted {nasty.text[:100]!r}: {response.text[:300]}"
+    if response.status_code >= 400:
+        assert {"error", "message"} <= set(response.json()), f"{what}: {response.text[:300]}"
+
+
+def test_nested_or_oversized_value_in_any_json_field_is_refused_without_server_error(service: Served) -> None:
+    """Valid bodies of every JSON endpoint, each with one value (any field, any depth) replaced by
+    something nested or oversized: never a 5xx, and never accepted when no field may hold it."""
+    token_url = issue(service, reuse="expiry")["url"]
+    judgment = {
+        "request_id": "req-n",
+        "key": "k",
+        "score": 0.5,
+        "comment": "c",
+        "correction": {"text": "t", "spans": [[0, 1]]},
+        "metadata": {"m": "v"},
+        "config": CONTINUOUS,
+        "source": {"type": "MODEL_JUDGE", "model": "m"},
+    }
+    bodies: dict[tuple[str, str], Any] = {
+        ("POST", "/v1/feedback"): judgment,
+        ("POST", "/v1/feedback/batch"): {"feedback": [judgment]},
+        ("PATCH", "/v1/feedback/n-1"): {"request_id": "req-n", "comment": "c", "correction": {"t": [1]}},
+        ("POST", "/v1/feedback-tokens"): {"request_id": "req-n", "feedback_key": "k", "config": CATEGORICAL},
+        ("POST", token_url): {"value": "good", "comment": "c", "correction": {"t": "x"}, "metadata": {"m": "v"}},
+    }
+    for (method, url), body in bodies.items():  # as they are, each is accepted
+        assert send_json(service.client, method, url, json.dumps(body)).status_code < 300, (method, url)
+    targets = [(method, url, body, path) for (method, url), body in bodies.items() for path in value_paths(body)]
+
+    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(target=st.sampled_from(targets), nasty=NASTY_VALUES)
+    def check(target: tuple[str, str, Any, tuple[str | int, ...]], nasty: Nasty) -> None:
+        method, url, body, path = target
+        response = send_json(service.client, method, url, with_nasty(body, path, nasty))
+        check_answer(response, nasty, f"{method} {url.split('/v1/')[-1][:40]} with {path} = {nasty.text[:60]!r}")
+
+    check()
+
+
 def test_openapi_property_based_run_finds_no_server_error(service: Served) -> None:
     """Schemathesis generates requests from /openapi.json (with and without the API key): no 5xx."""
     import schemathesis
@@ -413,8 +705,8 @@ def test_openapi_property_based_run_finds_no_server_error(service: Served) -> No
             phases=[Phase.explicit, Phase.generate, Phase.shrink],
             suppress_health_check=list(HealthCheck),
         )
-        @given(case=operation.as_strategy())
-        def check(case: Any) -> None:
+        @given(case=operation.as_strategy(), data=st.data())
+        def check(case: Any, data: st.DataObject) -> None:
             generated = dict(case.headers or {})
             # First with a valid key (so the handlers run), then with whatever header was generated.
             for headers in ({**generated, "X-API-Key": API_KEY}, generated):
@@ -425,6 +717,17 @@ def test_openapi_property_based_run_finds_no_server_error(service: Served) -> No
                     f"{operation.label} answered {response.status_code}: path {case.path_parameters}, "
                     f"query {case.query}, body {case.body!r:.300}: {response.text[:200]}"
                 )
+            if isinstance(case.body, dict | list):  # and once more with a nested or oversized value in it
+                path = data.draw(st.sampled_from(list(value_paths(case.body))))
+                nasty = data.draw(NASTY_VALUES)
+                response = service.client.request(
+                    case.method,
+                    case.formatted_path,
+                    params=case.query,
+                    content=with_nasty(case.body, path, nasty).encode("utf-8"),
+                    headers={"Content-Type": "application/json"},
+                )
+                check_answer(response, nasty, f"{operation.label} with {path} = {nasty.text[:60]!r}")
 
         return check
 
@@ -554,6 +857,8 @@ def test_serve_command_shuts_down_gracefully(make_settings: Callable[..., Settin
         ).json()
         assert token["url"].startswith(f"http://127.0.0.1:{port}/v1/feedback-tokens/pp1.v2.")
         assert httpx.get(token["url"], params={"score": 1}).status_code == 202
+        misplaced = httpx.get(f"{url}/v1/feedback", params={"api_key": API_KEY})  # a key belongs in the header
+        assert misplaced.status_code == 401
     finally:
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=60)
@@ -562,6 +867,7 @@ def test_serve_command_shuts_down_gracefully(make_settings: Callable[..., Settin
     assert API_KEY not in stderr + stdout
     assert token["token"] not in stderr + stdout  # access log lines mask presigned tokens
     assert "/v1/feedback-tokens/<token>" in stderr
+    assert "/v1/feedback?api_key=<redacted>" in stderr  # access log lines mask query values
     assert len(events_of(settings, "cli-1")) == 1
 
 

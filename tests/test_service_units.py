@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ from prefpair.errors import ConfigError
 from prefpair.schemas.log import FEEDBACK_LOG, INFERENCE_LOG, ORPHAN_LOG, SegmentName
 from prefpair.service.config import ServiceConfig, TokenReuse, TokenSecret
 from prefpair.service.exceptions import BadCursorError, IdempotencyConflictError, TokenError
+from prefpair.service.jsonbody import depth_overflow, field_path, invalid_text, nesting_depth
 from prefpair.service.limits import IdempotencyCache, RateLimiter
 from prefpair.service.reads import FeedbackFilter, LogReader, decode_cursor, encode_cursor
+from prefpair.service.server import RedactAccessLog, uvicorn_options
 from prefpair.service.tokens import TokenClaims, TokenSigner, UsedTokens
 
 OLD = TokenSecret(kid="old", secret=SecretStr("o" * 32))
@@ -59,7 +62,8 @@ def test_token_refusals_name_the_problem() -> None:
     forger = TokenSigner((TokenSecret(kid="new", secret=SecretStr("x" * 32)),))
     with pytest.raises(TokenError, match="forged or tampered"):
         signer.verify(forger.sign(claims), now=1_000)
-    for garbage in ("", "abc", "pp1.new.a.b.c", "pp2.new.a.b", f"pp1.new.{body}.!!"):
+    # "pp1.new.\u00e9.AAAA": non-ASCII claims were once signed over as ASCII (UnicodeEncodeError: 500)
+    for garbage in ("", "abc", "pp1.new.a.b.c", "pp2.new.a.b", f"pp1.new.{body}.!!", "pp1.new.\u00e9.AAAA"):
         with pytest.raises(TokenError, match="malformed") as info:
             signer.verify(garbage, now=1_000)
         assert info.value.status == 401
@@ -123,6 +127,30 @@ def test_idempotency_cache() -> None:
     asyncio.run(scenario())
 
 
+# --------------------------------------------------------------------------- JSON bodies
+def test_depth_scan_reads_strings_and_names_the_path() -> None:
+    assert depth_overflow('{"x": {"y\\u00e9": [[1]]}}', 3) == ["x", "y\u00e9", 0]
+    assert depth_overflow('{"x": {"y": [[1]]}}', 4) is None
+    assert depth_overflow('[1, 2, {"k": "v", "deep": [[]]}]', 3) == [2, "deep", 0]
+    # Brackets inside strings, escaped quotes, a key that looks like structure: not nesting.
+    assert depth_overflow('{"[[[[": "{{{{\\"[[[[", "b": "]]]]"}', 1) is None
+    assert depth_overflow('"' + "\\\"" * 10_000, 0) is None  # unterminated string of escaped quotes
+    assert depth_overflow("[" * 10, 9) == [0] * 9
+    text = '{"a":' * 40 + "1" + "}" * 40
+    assert nesting_depth(json.loads(text)) == 40
+    assert depth_overflow(text, 40) is None and depth_overflow(text, 39) == ["a"] * 39
+
+
+def test_invalid_text_is_found_in_keys_and_values_at_any_depth() -> None:
+    assert invalid_text({"a": [{"b": "ok", "c\U0001f600": ["fine"]}]}) is None
+    assert invalid_text({"a": [{"b": "ok"}, {"\ud800": 1}]}) == (
+        ["a", 1],
+        "key '\\ud800' is not valid Unicode text (it has a lone surrogate)",
+    )
+    assert invalid_text(["x", ["\udfff"]]) == ([1, 0], "not valid Unicode text (it has a lone surrogate)")
+    assert field_path(["a", 1, "k\ud800"]) == "a.1.k\\ud800"  # safe to put in a JSON answer
+
+
 # --------------------------------------------------------------------------- config
 def test_service_config_from_env_and_files(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
@@ -135,6 +163,7 @@ def test_service_config_from_env_and_files(tmp_path: Path) -> None:
             "PREFPAIR_SERVICE_PORT": "7000",
             "PREFPAIR_CORS_ORIGINS": "https://a.example,https://b.example",
             "PREFPAIR_TOKEN_REUSE": "expiry",
+            "PREFPAIR_TRUSTED_PROXIES": "10.0.0.7, 10.1.0.0/16",
         },
     )
     assert config.port == 9000  # flag beats environment
@@ -142,6 +171,8 @@ def test_service_config_from_env_and_files(tmp_path: Path) -> None:
     assert [s.kid for s in config.token_secrets] == ["v2", "v1"]
     assert config.cors_origins == ("https://a.example", "https://b.example")
     assert config.token_reuse is TokenReuse.EXPIRY
+    assert config.trusted_proxies == ("10.0.0.7", "10.1.0.0/16")
+    assert ServiceConfig.load(environ={}).trusted_proxies == ()  # no proxy is believed by default
     assert config.base_url == "http://127.0.0.1:9000"
     assert "key-from-file" not in repr(config) and "sss" not in repr(config)
 
@@ -154,6 +185,9 @@ def test_service_config_from_env_and_files(tmp_path: Path) -> None:
         ({"PREFPAIR_SERVICE_PORT": "http"}, "port", "integer"),
         ({"PREFPAIR_TOKEN_REUSE": "twice"}, "token_reuse", "single"),
         ({"PREFPAIR_API_KEYS_FILE": "/nonexistent/keys"}, "api_keys_file", "cannot read"),
+        ({"PREFPAIR_TRUSTED_PROXIES": "proxy.local"}, "trusted_proxies", "'proxy.local' is not an IP address"),
+        ({"PREFPAIR_TRUSTED_PROXIES": "10.0.0.1/8"}, "trusted_proxies", "not an IP address or network"),
+        ({"PREFPAIR_TRUSTED_PROXIES": "*,10.0.0.1"}, "trusted_proxies", "'*' (trust any proxy) stands alone"),
     ],
 )
 def test_service_config_errors_name_the_field(environ: dict[str, str], field: str, reason: str) -> None:
@@ -161,6 +195,33 @@ def test_service_config_errors_name_the_field(environ: dict[str, str], field: st
         ServiceConfig.load(environ=environ)
     assert info.value.field == field
     assert reason in info.value.reason
+
+
+def test_uvicorn_believes_forwarded_headers_only_from_configured_proxies() -> None:
+    assert uvicorn_options(ServiceConfig())["proxy_headers"] is False
+    behind = uvicorn_options(ServiceConfig(trusted_proxies=("10.0.0.7",)))
+    assert (behind["proxy_headers"], behind["forwarded_allow_ips"]) == (True, ["10.0.0.7"])
+    assert uvicorn_options(ServiceConfig(trusted_proxies=("*",)))["forwarded_allow_ips"] == "*"
+
+
+def test_access_log_masks_tokens_and_every_query_value() -> None:
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/v1/feedback?api_key=s3cret-key&limit=5&bare", "1.1", 401),
+        None,
+    )
+    assert RedactAccessLog().filter(record)
+    assert record.getMessage() == (
+        '127.0.0.1:5000 - "GET /v1/feedback?api_key=<redacted>&limit=<redacted>&<redacted> HTTP/1.1" 401'
+    )
+    assert RedactAccessLog.redact("/v1/feedback-tokens/pp1.v2.abc.def?score=1&comment=call%20me") == (
+        "/v1/feedback-tokens/<token>?score=<redacted>&comment=<redacted>"
+    )
+    assert RedactAccessLog.redact("/v1/feedback/f1") == "/v1/feedback/f1"
 
 
 # --------------------------------------------------------------------------- reads over a written log
@@ -347,6 +408,30 @@ def test_list_filters_and_cursor_pagination(log_dir: Path) -> None:
     assert ids(since_ms=1002, until_ms=1700) == ["f3"]
     with pytest.raises(BadCursorError):
         reader.list_feedback(FeedbackFilter(), cursor="bm90IGEgY3Vyc29y")
+
+
+def _cursor_of(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+# Cursors that decode to JSON but to no position of the log (each once reached DuckDB or recursed).
+OUT_OF_RANGE_CURSORS = {
+    "timestamp above BIGINT": (_cursor_of(json.dumps([10**40, "a"]).encode()), "not a log timestamp"),
+    "negative timestamp": (_cursor_of(b'[-1, "a"]'), "not a log timestamp"),
+    "lone surrogate in the id": (_cursor_of(b'[1, "\\ud800"]'), "not Unicode text"),
+    "nested 1500 deep": (_cursor_of(b"[" * 1500), "not a cursor this service handed out"),
+}
+
+
+@pytest.mark.parametrize("name", OUT_OF_RANGE_CURSORS)
+def test_cursor_outside_the_logs_range_is_refused_before_the_query(log_dir: Path, name: str) -> None:
+    cursor, reason = OUT_OF_RANGE_CURSORS[name]
+    assert len(cursor) <= 2048  # what the API accepts
+    with pytest.raises(BadCursorError) as info:
+        LogReader(log_dir).list_feedback(FeedbackFilter(), cursor=cursor)
+    assert reason in info.value.reason
+    largest = encode_cursor(2**63 - 1, "f9")  # the edge of the range is still a position
+    assert LogReader(log_dir).list_feedback(FeedbackFilter(), cursor=largest) == ([], None)
 
 
 def test_cursor_is_opaque_base64_of_last_position() -> None:
