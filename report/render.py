@@ -471,20 +471,20 @@ def _origins(by_origin: dict[str, int]) -> str:
 
 
 def _left_out(bias: dict[str, Any]) -> str:
-    """What the overall group leaves out, as a phrase ("" when nothing)."""
+    """What the overall group leaves out, as a plain-text phrase ("" when nothing)."""
     left = bias["overall"]["left_out"]
     if not left["comparisons"]:
         return ""
     sources = left["by_source"]
     by_source = next(iter(sources)) if len(sources) == 1 else ", ".join(f"{s} {fmt(n)}" for s, n in sources.items())
-    return f"{_origins(left['by_origin'])} from {html.escape(by_source)}"
+    return f"{_origins(left['by_origin'])} from {by_source}"
 
 
 def _scope_html(bias: dict[str, Any]) -> str:
     """Says plainly what each row and each plot of the bias section holds and leaves out."""
     overall = bias["overall"]
     label = html.escape(_overall_label(bias))
-    left = _left_out(bias)
+    left = html.escape(_left_out(bias))
     overall_text = f"<b>{label}</b> holds the {_origins(overall['by_origin'])} of every source type"
     if left:
         overall_text += (
