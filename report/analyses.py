@@ -65,8 +65,10 @@ def ratings(comps: Comparisons, config: ReportConfig, rng: np.random.Generator) 
     k = len(models)
     summary: dict[str, Any] = {
         "comparisons": len(pairs),
-        "judgments": len(np.unique(pairs.cluster)),
+        "judgments": len(np.unique(pairs.judgment)),
+        "items": len(np.unique(pairs.item)),
         "models": models,
+        "score_pairs": config.score_pairs_in_ratings,
         "bootstrap_rounds": config.bootstrap_rounds,
         "confidence": config.confidence,
         "elo_k": config.elo_k,
@@ -84,9 +86,9 @@ def ratings(comps: Comparisons, config: ReportConfig, rng: np.random.Generator) 
     rounds = config.bootstrap_rounds
     bt_low = bt_high = elo_low = elo_high = elo_median = np.full(k, np.nan)
     if rounds > 0:
-        boot_bt = bootstrap_bradley_terry(a, b, s, pairs.cluster, k, rounds, rng, config.bt_prior)
+        boot_bt = bootstrap_bradley_terry(a, b, s, pairs.item, k, rounds, rng, config.bt_prior)
         bt_low, bt_high = _percentiles(ELO_INIT + ELO_PER_LOGIT * boot_bt, config.confidence)
-        boot_elo = bootstrap_elo(a, b, s, k, config.elo_k, rounds, rng)
+        boot_elo = bootstrap_elo(a, b, s, pairs.item, k, config.elo_k, rounds, rng)
         elo_low, elo_high = _percentiles(boot_elo, config.confidence)
         elo_median = np.median(boot_elo, axis=0)
     score_sum = np.zeros((k, k))
@@ -150,7 +152,8 @@ def _length_term(comps: Comparisons) -> np.ndarray:
 def controlled_fit(comps: Comparisons, config: ReportConfig) -> dict[str, Any]:
     """Bradley-Terry with covariates: strength(a) - strength(b) + position * place_term +
     length * log(len_a / len_b). Position and length effects hold the models fixed; the model
-    strengths are length- and position-controlled. Cluster-robust (sandwich) intervals."""
+    strengths are length- and position-controlled. Intervals are cluster-robust (sandwich) over
+    requests."""
     models = sorted(set(comps.a_model.tolist()) | set(comps.b_model.tolist()))
     index = {m: i for i, m in enumerate(models)}
     n, k = len(comps), len(models)
@@ -163,7 +166,7 @@ def controlled_fit(comps: Comparisons, config: ReportConfig) -> dict[str, Any]:
     np.add.at(x, (rows, np.array([index[m] for m in comps.a_model])), 1.0)
     np.add.at(x, (rows, np.array([index[m] for m in comps.b_model])), -1.0)
     x[:, k], x[:, k + 1] = place, length
-    fit = fit_logistic(x, comps.score_a, l2=config.bt_prior, clusters=comps.cluster)
+    fit = fit_logistic(x, comps.score_a, l2=config.bt_prior, clusters=comps.item)
     low, high = fit.ci(z_value(config.confidence))
     if np.any(place != 0):
         out["position_logit"] = {"value": _f(fit.coef[k]), "ci_low": _f(low[k]), "ci_high": _f(high[k])}
@@ -191,7 +194,7 @@ def position_check(comps: Comparisons, z: float) -> dict[str, Any]:
     place = _place_term(comps)
     mask = place != 0
     first_score = np.where(place > 0, comps.score_a, 1 - comps.score_a)[mask]
-    return {"first_shown_win_rate": cluster_mean(first_score, comps.cluster[mask], z).as_dict()}
+    return {"first_shown_win_rate": cluster_mean(first_score, comps.item[mask], z).as_dict()}
 
 
 def length_check(comps: Comparisons, z: float) -> dict[str, Any]:
@@ -200,7 +203,7 @@ def length_check(comps: Comparisons, z: float) -> dict[str, Any]:
     mask = term != 0
     longer_score = np.where(term > 0, comps.score_a, 1 - comps.score_a)[mask]
     ratio = np.exp(np.abs(term[mask]))
-    clusters = comps.cluster[mask]
+    clusters = comps.item[mask]
     buckets = []
     for lo, hi in itertools.pairwise(LENGTH_RATIO_EDGES):
         inside = (ratio >= lo) & (ratio < hi)
@@ -247,17 +250,27 @@ def chosen_length_trend(comps: Comparisons, config: ReportConfig) -> dict[str, A
     }
 
 
-def bias(comps: Comparisons, config: ReportConfig) -> dict[str, Any]:
-    """Position and length checks, overall and per source type, and the chosen-length trend.
+def origin_counts(comps: Comparisons) -> dict[str, int]:
+    """Pairs by where they come from: ``pairwise`` choices, pairs of a ``ranking``, pairs
+    implied by two scores of one source (``score``) (or ``dataset`` pairs)."""
+    origins, counts = np.unique(comps.origin.astype(str), return_counts=True)
+    return {str(o): int(c) for o, c in zip(origins, counts, strict=True)}
 
-    "Overall" covers the judgments that rate models (pairs implied by two scores only when
-    ``score_pairs_in_ratings``); each source type, reward models included, also gets its own."""
+
+def bias(comps: Comparisons, config: ReportConfig) -> dict[str, Any]:
+    """Position and length checks and the chosen-length trend, overall and per source type.
+
+    "Overall" covers the judgments that rate models: pairs implied by two scores (reward
+    models, thumbs on two candidates) only when ``score_pairs_in_ratings``; what it leaves out
+    is counted in its ``left_out``. Each source type gets its own block with every pair of that
+    source, score pairs included; ``by_origin`` counts what each block holds."""
     z = z_value(config.confidence)
 
     def one(group: Comparisons) -> dict[str, Any]:
         fit = controlled_fit(group, config)
         return {
             "comparisons": len(group),
+            "by_origin": origin_counts(group),
             "position": {**position_check(group, z), "controlled_logit": fit["position_logit"]},
             "length": {
                 **length_check(group, z),
@@ -265,17 +278,23 @@ def bias(comps: Comparisons, config: ReportConfig) -> dict[str, Any]:
                 "controlled_longer_win_rate": fit.get("controlled_longer_win_rate"),
             },
             "controlled_fit": {k: fit.get(k) for k in ("model_strengths", "lc_win_rate")},
+            "chosen_length_trend": chosen_length_trend(group, config),
         }
 
     per_source = {
         source: one(comps.select(comps.source_type == source)) for source in sorted(set(comps.source_type.tolist()))
     }
-    judged = comps if config.score_pairs_in_ratings else comps.select(comps.origin != "score")
-    return {
-        "overall": one(judged),
-        "per_source": per_source,
-        "chosen_length_trend": chosen_length_trend(judged, config),
+    rates = np.ones(len(comps), dtype=bool) if config.score_pairs_in_ratings else comps.origin != "score"
+    overall = one(comps.select(rates))
+    left = comps.select(~rates)
+    overall["left_out"] = {
+        "comparisons": len(left),
+        "by_origin": origin_counts(left),
+        "by_source": {
+            str(k): int(v) for k, v in zip(*np.unique(left.source_type.astype(str), return_counts=True), strict=True)
+        },
     }
+    return {"confidence": config.confidence, "overall": overall, "per_source": per_source}
 
 
 # --------------------------------------------------------------------------- 3. agreement

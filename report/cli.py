@@ -11,7 +11,7 @@ import pydantic
 from prefpair.config import Settings
 from prefpair.errors import first_problem
 from prefpair.report.build import build_report
-from prefpair.report.config import DEFAULT_BOOTSTRAP_ROUNDS, ReportConfig
+from prefpair.report.config import DEFAULT_BOOTSTRAP_ROUNDS, DEFAULT_CONFIDENCE, ReportConfig
 from prefpair.report.exceptions import ReportInputError
 
 
@@ -45,6 +45,18 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap [0]")
     parser.add_argument("--per-source", action="store_true", help="also rate models per source type")
+    parser.add_argument(
+        "--score-pairs",
+        action="store_true",
+        help="also rate models (and check bias across all sources) from pairs implied by two scores of one "
+        "source, such as a reward model's; they always count in their own source type's rows",
+    )
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=DEFAULT_CONFIDENCE,
+        help=f"level of every interval, between 0.5 and 1 [{DEFAULT_CONFIDENCE}]",
+    )
     parser.set_defaults(func=run)
 
 
@@ -54,6 +66,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             bootstrap_rounds=args.bootstrap_rounds,
             seed=args.seed,
             per_source=args.per_source,
+            score_pairs_in_ratings=args.score_pairs,
+            confidence=args.confidence,
             dead_letters=args.dead_letters,
             manifest=args.manifest,
             dataset=args.dataset,

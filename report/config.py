@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_BOOTSTRAP_ROUNDS = 200
 DEFAULT_ELO_K = 4.0
+DEFAULT_CONFIDENCE = 0.95
 ELO_SCALE = 400.0
 ELO_BASE = 10.0
 ELO_INIT = 1000.0
@@ -26,7 +27,7 @@ class ReportConfig(BaseModel):
     bootstrap_rounds: int = Field(default=DEFAULT_BOOTSTRAP_ROUNDS, ge=0, le=100_000)
     seed: int = Field(default=0, description="Seed of the bootstrap resampling: same input, same report.")
     elo_k: float = Field(default=DEFAULT_ELO_K, gt=0)
-    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    confidence: float = Field(default=DEFAULT_CONFIDENCE, gt=0.5, lt=1.0, description="Level of every interval.")
     per_source: bool = Field(default=False, description="Also rate models separately per source type.")
     score_pairs_in_ratings: bool = Field(
         default=False,

@@ -1,7 +1,8 @@
 """Read a compiled dataset (JSONL with provenance columns) as comparisons, best effort.
 
 A compiled dataset holds decisive pairs only (no ties, no presentation order, no feedback
-health), so a report over it has ratings, length checks and agreement, nothing more. Each
+health), so a report over it has ratings, length checks and agreement, nothing more. Intervals
+resample the pairs of one request (``request_id`` or ``prompt_id``, else one prompt) together. Each
 line needs the models of both sides: ``chosen_model`` and ``rejected_model`` (compile with
 provenance columns). Optional: ``request_id``, ``source_type`` (or ``source``: a string or
 ``{"type": ...}``), ``feedback_id``, ``feedback_timestamp_ms`` / ``timestamp_ms``, and the
@@ -42,6 +43,13 @@ def _source(row: dict[str, Any]) -> str:
     return str(value) if value else "UNKNOWN"
 
 
+def _prompt_key(prompt: Any) -> str | None:
+    """The prompt (text or messages) as one string, or None when there is none."""
+    if prompt is None or prompt == "" or prompt == []:
+        return None
+    return "prompt:" + (prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True))
+
+
 def load_dataset(dataset_dir: Path) -> LogData:
     """Comparisons from every ``*.jsonl`` file under ``dataset_dir``."""
     files = sorted(dataset_dir.rglob("*.jsonl")) if dataset_dir.is_dir() else []
@@ -75,9 +83,16 @@ def load_dataset(dataset_dir: Path) -> LogData:
         [str(r.get("request_id") or r.get("prompt_id") or f"line-{i}") for i, r in enumerate(rows)], dtype=object
     )
     judgment = [str(r.get("feedback_id") or f"line-{i}") for i, r in enumerate(rows)]
-    _, cluster = np.unique(np.array(judgment, dtype=str), return_inverse=True)
+    _, judgment_code = np.unique(np.array(judgment, dtype=str), return_inverse=True)
+    # pairs of one request, or else of one prompt, are resampled together
+    item = [
+        str(r.get("request_id") or r.get("prompt_id") or _prompt_key(r.get("prompt")) or f"line-{i}")
+        for i, r in enumerate(rows)
+    ]
+    _, item_code = np.unique(np.array(item, dtype=str), return_inverse=True)
     comparisons = Comparisons(
-        cluster=cluster.astype(np.int64),
+        judgment=judgment_code.astype(np.int64),
+        item=item_code.astype(np.int64),
         request_id=request,
         source_type=np.array([_source(r) for r in rows], dtype=object),
         source_key=np.array([str(r.get("source_id") or _source(r)) for r in rows], dtype=object),

@@ -131,7 +131,8 @@ ORDER BY j.created_ms, j.feedback_id, j.a_id, j.b_id;
 class Comparisons:
     """Judged pairs as numpy columns (one entry per pair); ``score_a`` is 1, 0.5 or 0."""
 
-    cluster: np.ndarray  # int codes: pairs of one judgment share a code (for resampling)
+    judgment: np.ndarray  # int codes: pairs of one judgment (a ranking, a source's scores) share a code
+    item: np.ndarray  # int codes: pairs of one request share a code; intervals resample these
     request_id: np.ndarray
     source_type: np.ndarray
     source_key: np.ndarray
@@ -161,9 +162,11 @@ class Comparisons:
         def floats(name: str) -> np.ndarray:
             return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=float)
 
-        _, cluster = np.unique(strings("cluster").astype(str), return_inverse=True)
+        _, judgment = np.unique(strings("cluster").astype(str), return_inverse=True)
+        _, item = np.unique(strings("request_id").astype(str), return_inverse=True)
         return cls(
-            cluster=cluster.astype(np.int64),
+            judgment=judgment.astype(np.int64),
+            item=item.astype(np.int64),
             request_id=strings("request_id"),
             source_type=strings("source_type"),
             source_key=strings("source_key"),

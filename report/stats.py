@@ -1,8 +1,10 @@
 """Numeric core of the report, numpy only: logistic (Bradley-Terry) fits, online Elo,
 cluster bootstrap and cluster-robust intervals, Cohen's and Fleiss' kappa.
 
-Pairs derived from one judgment (every pair of a ranking) are not independent, so intervals
-resample, or sum scores over, whole judgments (*clusters*) rather than single pairs.
+Pairs about one item are not independent: a ranking yields several pairs, and several raters
+(an annotator and a second one, a user and a judge) look at the same prompt and candidates. So
+intervals resample, or sum scores over, whole items (*clusters*: every pair of one request)
+rather than single pairs or single judgments.
 """
 
 from __future__ import annotations
@@ -97,10 +99,14 @@ def bradley_terry(
 
 
 def cluster_weights(clusters: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Weights of one bootstrap round that resamples whole clusters with replacement."""
-    count = int(clusters.max(initial=-1)) + 1
-    draws = rng.multinomial(count, np.full(count, 1.0 / count)) if count else np.zeros(0)
-    return np.asarray(draws[clusters], dtype=float)
+    """Per-pair weights of one bootstrap round that draws as many clusters as there are, with
+    replacement: each pair counts as often as its cluster was drawn."""
+    if len(clusters) == 0:
+        return np.zeros(0)
+    _, dense = np.unique(clusters, return_inverse=True)
+    count = int(dense.max()) + 1
+    draws = rng.multinomial(count, np.full(count, 1.0 / count))
+    return np.asarray(draws[dense], dtype=float)
 
 
 def bootstrap_bradley_terry(
@@ -135,24 +141,35 @@ def bootstrap_elo(
     a: np.ndarray,
     b: np.ndarray,
     score_a: np.ndarray,
+    clusters: np.ndarray,
     models: int,
     k: float,
     rounds: int,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """FastChat's Elo bootstrap (pairs resampled with replacement, in random order), all
-    rounds at once: one vectorised update per step across the rounds."""
-    n = len(a)
+    """FastChat's Elo bootstrap, resampling whole clusters instead of single pairs: each round
+    draws clusters with replacement and plays their pairs in a random order. All rounds run
+    at once (one vectorised update per step across the rounds); rounds that drew fewer pairs
+    idle at the end."""
     rating = np.full((rounds, models), ELO_INIT)
-    if n == 0 or rounds == 0:
+    if len(a) == 0 or rounds == 0:
         return rating
-    picks = rng.integers(0, n, size=(n, rounds))
+    plays = []  # per round: indices of the pairs drawn, in the order they are played
+    for _ in range(rounds):
+        drawn = np.repeat(np.arange(len(a)), cluster_weights(clusters, rng).astype(np.int64))
+        plays.append(rng.permutation(drawn))
+    steps = max(len(p) for p in plays)
+    picks = np.full((steps, rounds), -1, dtype=np.int64)
+    for r, play in enumerate(plays):
+        picks[: len(play), r] = play
     rows = np.arange(rounds)
-    for step in range(n):
+    for step in range(steps):
         pick = picks[step]
+        active = pick >= 0
+        pick = np.where(active, pick, 0)
         i, j, s = a[pick], b[pick], score_a[pick]
         expected = 1.0 / (1.0 + ELO_BASE ** ((rating[rows, j] - rating[rows, i]) / ELO_SCALE))
-        delta = k * (s - expected)
+        delta = np.where(active, k * (s - expected), 0.0)
         rating[rows, i] += delta
         rating[rows, j] -= delta
     return rating

@@ -3,7 +3,9 @@
 :func:`write_planted_log` simulates serving traffic whose preferences follow known model
 strengths (on the Bradley-Terry logit scale) plus an optional position bias (the candidate
 shown earlier gets ``position_bias`` logits per place) and length bias (``length_bias`` logits
-per unit of log length ratio). The report must find what was planted, and nothing else; the same
+per unit of log length ratio, or its own per source type). Which source types judge how many
+requests, whether they ever judge the same request, and how strongly annotators of one request
+agree are planted too. The report must find what was planted, and nothing else; the same
 generator feeds demos and benchmarks of the report without a broker.
 
 :class:`SegmentWriter` commits hand-built segments from event-shaped dicts: the smallest
@@ -35,6 +37,9 @@ from prefpair.schemas.log import (
 START_MS = 1_793_491_200_000  # 2026-11-01T00:00:00Z: fixed, so a seed gives the same log
 DAY_MS = 86_400_000
 REFERENCE_LENGTH = 600  # characters; lengths are drawn around it
+APP_USER, MODEL_JUDGE, HUMAN_ANNOTATOR, REWARD_MODEL = "APP_USER", "MODEL_JUDGE", "HUMAN_ANNOTATOR", "REWARD_MODEL"
+# Share of requests each source type judges, unless told otherwise.
+DEFAULT_SOURCE_SHARES: Mapping[str, float] = {APP_USER: 0.6, MODEL_JUDGE: 0.3, HUMAN_ANNOTATOR: 0.3, REWARD_MODEL: 0.15}
 _WORDS = (
     "the answer depends on the constraints and a careful reader will notice the trade-offs "
     "evidence from several sources points the same way so measure before optimising "
@@ -196,6 +201,11 @@ def write_planted_log(
     partitions: int = 2,
     segments_per_partition: int = 2,
     second_annotator_share: float = 0.3,
+    annotators_per_item: int = 2,
+    annotator_copy_share: float = 0.0,
+    length_bias_by_source: Mapping[str, float] | None = None,
+    source_shares: Mapping[str, float] | None = None,
+    disjoint_sources: bool = False,
     delete_share: float = 0.03,
     update_share: float = 0.05,
     tie_share: float = 0.05,
@@ -205,16 +215,33 @@ def write_planted_log(
     """Commit a log of ``n_requests`` inferences and their feedback with a planted truth.
 
     ``models`` maps ``"name:version"`` to a strength (logit scale). Each request shows 2-4
-    candidates in a random order, with lengths drawn independently of the model. Feedback:
-    an end user picks between the first two shown (60 % of requests), a model judge between
-    two random candidates (30 %), an annotator ranks all (30 %, a second annotator on a share
-    of those), a reward model scores each (15 %). Pairwise and ranking judgments follow
-    Bradley-Terry / Plackett-Luce on ``strength + length_bias * log(len / 600) - position_bias
-    * place``; reward-model scores see strength and length, not place. A few judgments are
-    updated (a comment only) or deleted; ``orphans`` feedback events never find an inference.
+    candidates in a random order, with lengths drawn independently of the model. Feedback
+    (``source_shares``, by default :data:`DEFAULT_SOURCE_SHARES`): an end user picks between
+    the first two shown (60 % of requests), a model judge between two random candidates (30 %),
+    an annotator ranks all (30 %; ``annotators_per_item`` annotators on a
+    ``second_annotator_share`` of those), a reward model scores each (15 %). Each source type
+    draws its requests independently, so they overlap, unless ``disjoint_sources``: then each
+    request is judged by one source type at most (the shares must add up to 1 or less).
+
+    Pairwise and ranking judgments follow Bradley-Terry / Plackett-Luce on ``strength +
+    length_bias * log(len / 600) - position_bias * place``; reward-model scores see strength
+    and length, not place. ``length_bias_by_source`` replaces ``length_bias`` for the source
+    types it names. An annotator after the first of a request copies the first one's ranking
+    with probability ``annotator_copy_share`` (raters whose verdicts are correlated beyond the
+    shared truth). A few judgments are updated (a comment only) or deleted; ``orphans``
+    feedback events never find an inference.
     """
     if not models:
         raise ValueError("models: give at least one model")
+    shares = dict(DEFAULT_SOURCE_SHARES if source_shares is None else source_shares)
+    unknown = set(shares) - set(DEFAULT_SOURCE_SHARES)
+    if unknown:
+        raise ValueError(f"source_shares: unknown source types {sorted(unknown)}; known: {list(DEFAULT_SOURCE_SHARES)}")
+    if disjoint_sources and sum(shares.values()) > 1 + 1e-9:
+        raise ValueError(f"source_shares: disjoint sources need shares that add up to 1 or less, got {shares}")
+    if not 1 <= annotators_per_item <= 6:
+        raise ValueError(f"annotators_per_item: between 1 and 6 (there are 6 annotators), got {annotators_per_item}")
+    per_source_length = {**{s: length_bias for s in DEFAULT_SOURCE_SHARES}, **(length_bias_by_source or {})}
     rng = np.random.default_rng(seed)
     keys = list(models)
     strength = np.array([models[k] for k in keys], dtype=float)
@@ -228,7 +255,8 @@ def write_planted_log(
     place = np.empty(total, dtype=int)
     for r in range(n):
         place[starts[r] : starts[r] + counts[r]] = rng.permutation(counts[r])
-    utility = strength[model_idx] + length_bias * np.log(lengths / REFERENCE_LENGTH) - position_bias * place
+    log_length = np.log(lengths / REFERENCE_LENGTH)
+    shown_utility = strength[model_idx] - position_bias * place  # before the length term of each source
     inference_ts = START_MS + np.sort(rng.integers(0, days * DAY_MS, size=n))
     base_text = _WORDS * (int(lengths.max()) // len(_WORDS) + 2)
 
@@ -276,6 +304,26 @@ def write_planted_log(
     judge_draw = rng.random(n)
     annotator_draw = rng.random(n)
     reward_draw = rng.random(n)
+    draws = {APP_USER: user_draw, MODEL_JUDGE: judge_draw, HUMAN_ANNOTATOR: annotator_draw, REWARD_MODEL: reward_draw}
+    boundaries = dict(zip(shares, np.cumsum(list(shares.values())), strict=True))
+
+    def judges(source: str, r: int) -> bool:
+        """Whether ``source`` judges request ``r``: its own draw, or one draw shared by all
+        source types (cut into consecutive intervals) when they must not overlap."""
+        share = shares.get(source, 0.0)
+        if disjoint_sources:
+            return bool(boundaries.get(source, 0.0) - share <= user_draw[r] < boundaries.get(source, 0.0))
+        return bool(draws[source][r] < share)
+
+    def utility(source: str, lo: int, hi: int) -> np.ndarray:
+        """What ``source`` sees in the candidates ``lo:hi`` of one request."""
+        return np.asarray(shown_utility[lo:hi] + per_source_length[source] * log_length[lo:hi])
+
+    def several_annotators(r: int) -> bool:
+        if disjoint_sources:
+            return bool(annotator_draw[r] < second_annotator_share)
+        return bool(annotator_draw[r] < shares.get(HUMAN_ANNOTATOR, 0.0) * second_annotator_share)
+
     for r in range(n):
         lo, hi = int(starts[r]), int(starts[r] + counts[r])
         ids = [f"c{i}" for i in range(hi - lo)]
@@ -303,8 +351,9 @@ def write_planted_log(
                 "user_id": f"user-{r % 97:03d}",
             }
         )
-        u = utility[lo:hi]
-        if user_draw[r] < 0.6:  # the end user picks between the first two shown
+
+        if judges(APP_USER, r):  # the end user picks between the first two shown
+            u = utility(APP_USER, lo, hi)
             first, second = int(np.argmin(place[lo:hi])), int(np.argsort(place[lo:hi])[1])
             tie = rng.random() < tie_share
             first_wins = rng.random() < _sigmoid(np.array(u[first] - u[second]))
@@ -319,7 +368,8 @@ def write_planted_log(
                 chosen_id=ids[win],
                 rejected_id=ids[lose],
             )
-        if judge_draw[r] < 0.3:  # a model judge compares two random candidates
+        if judges(MODEL_JUDGE, r):  # a model judge compares two random candidates
+            u = utility(MODEL_JUDGE, lo, hi)
             a, b = (int(i) for i in rng.choice(hi - lo, size=2, replace=False))
             a_wins = rng.random() < _sigmoid(np.array(u[a] - u[b]))
             win, lose = (a, b) if a_wins else (b, a)
@@ -333,10 +383,16 @@ def write_planted_log(
                 chosen_id=ids[win],
                 rejected_id=ids[lose],
             )
-        if annotator_draw[r] < 0.3:  # annotators rank all candidates (Plackett-Luce via Gumbel noise)
-            annotators = rng.choice(6, size=2 if annotator_draw[r] < 0.3 * second_annotator_share else 1, replace=False)
+        if judges(HUMAN_ANNOTATOR, r):  # annotators rank all candidates (Plackett-Luce via Gumbel noise)
+            u = utility(HUMAN_ANNOTATOR, lo, hi)
+            annotators = rng.choice(6, size=annotators_per_item if several_annotators(r) else 1, replace=False)
+            first_ranking: np.ndarray | None = None
             for annotator in annotators:
                 ranked = np.argsort(-(u + rng.gumbel(size=hi - lo)))
+                if first_ranking is None:
+                    first_ranking = ranked
+                elif annotator_copy_share > 0 and rng.random() < annotator_copy_share:
+                    ranked = first_ranking
                 new_feedback(
                     r,
                     {"type": "HUMAN_ANNOTATOR", "source_id": f"annotator-{annotator}"},
@@ -345,9 +401,9 @@ def write_planted_log(
                     kind="RANKING",
                     ranking=[[ids[i]] for i in ranked],
                 )
-        if reward_draw[r] < 0.15:  # a reward model scores each candidate: strength and length, not place
+        if judges(REWARD_MODEL, r):  # a reward model scores each candidate: strength and length, not place
             for i in range(hi - lo):
-                score = strength[model_idx[lo + i]] + length_bias * math.log(lengths[lo + i] / REFERENCE_LENGTH)
+                score = strength[model_idx[lo + i]] + per_source_length[REWARD_MODEL] * log_length[lo + i]
                 new_feedback(
                     r,
                     {"type": "REWARD_MODEL", "model": "rm", "model_version": "v3"},

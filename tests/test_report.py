@@ -6,10 +6,13 @@ exactly as schemas/log.py lays them out. The HTML is rendered by a real headless
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import json
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,8 +23,10 @@ import numpy as np
 import pytest
 
 from prefpair.report import EmptyLogError, Report, ReportConfig, build_report
+from prefpair.report.analyses import position_check, rating_pairs
 from prefpair.report.load import load_log
 from prefpair.report.render import PLOT_IDS, fmt
+from prefpair.report.stats import ELO_PER_LOGIT, bootstrap_bradley_terry
 from prefpair.report.synthetic import START_MS, SegmentWriter, write_planted_log
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,12 +39,19 @@ BuildPlanted = Callable[..., Report]
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory: pytest.TempPathFactory) -> BuildPlanted:
-    """Build (once per argument set) a report over a planted log (one log per planted truth)."""
-    logs: dict[tuple[float, float, int], Path] = {}
+    """Build (once per argument set) a report over a planted log (one log per planted truth;
+    ``log`` holds further arguments of write_planted_log)."""
+    logs: dict[tuple[Any, ...], Path] = {}
     reports: dict[tuple[Any, ...], Report] = {}
 
-    def build(position_bias: float = 0.0, length_bias: float = 0.0, seed: int = 11, **config: Any) -> Report:
-        truth = (position_bias, length_bias, seed)
+    def build(
+        position_bias: float = 0.0,
+        length_bias: float = 0.0,
+        seed: int = 11,
+        log: dict[str, Any] | None = None,
+        **config: Any,
+    ) -> Report:
+        truth = (position_bias, length_bias, seed, repr(sorted((log or {}).items())))
         if truth not in logs:
             logs[truth] = tmp_path_factory.mktemp("planted") / "log"
             write_planted_log(
@@ -49,6 +61,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> BuildPlanted:
                 position_bias=position_bias,
                 length_bias=length_bias,
                 seed=seed,
+                **(log or {}),
             )
         key = (*truth, tuple(sorted(config.items())))
         if key not in reports:
@@ -113,7 +126,7 @@ def test_planted_length_bias_is_detected(planted: BuildPlanted) -> None:
     buckets = [b["value"] for b in length["by_length_ratio"]]
     assert buckets[-1] > buckets[0]  # the bigger the gap, the more the longer answer wins
     assert not _excludes(bias["overall"]["position"]["first_shown_win_rate"], 0.5)
-    assert bias["chosen_length_trend"]["chosen_longer_share"] > 0.5
+    assert bias["overall"]["chosen_length_trend"]["chosen_longer_share"] > 0.5
 
 
 def test_ratings_per_source_type(planted: BuildPlanted) -> None:
@@ -367,7 +380,7 @@ def test_json_holds_the_numbers_of_the_page(planted: BuildPlanted) -> None:
     assert set(data) >= {"ratings", "bias", "agreement", "health", "inputs", "plots"}
     page = report.html_path.read_text(encoding="utf-8")
     for row in data["ratings"]["table"]:
-        assert fmt(row["bt_rating"]) in page
+        assert fmt(row["bt_rating"], 1) in page
         assert fmt(row["win_rate"]) in page
     assert f"{data['bias']['overall']['position']['first_shown_win_rate']['value']:.3f}" in page
     assert data["health"]["orphans"]["total"] == 3
@@ -391,6 +404,9 @@ def test_optional_inputs_and_the_command_line(tmp_path: Path, run_cli: Any) -> N
         "--manifest",
         str(manifest),
         "--per-source",
+        "--score-pairs",
+        "--confidence",
+        "0.9",
         env={"PREFPAIR_HOME": str(tmp_path / "home")},
     )
     assert result.returncode == 0, result.stderr
@@ -401,6 +417,10 @@ def test_optional_inputs_and_the_command_line(tmp_path: Path, run_cli: Any) -> N
     assert data["health"]["compile_drop_counts"] == {"empty_text": 4, "duplicate": 2}
     assert data["health"]["orphans"]["total"] == 2
     assert data["ratings_per_source"] is not None
+    assert data["ratings"]["confidence"] == data["bias"]["confidence"] == 0.9
+    assert data["bias"]["overall"]["left_out"]["comparisons"] == 0  # --score-pairs: the reward model counts
+    assert data["ratings"]["score_pairs"] is True
+    assert "90 % interval" in (out / "report.html").read_text(encoding="utf-8")
     assert not list(out.glob(".tmp-*"))
 
     counted = run_cli(
@@ -483,3 +503,390 @@ def test_report_over_a_compiled_dataset(planted: BuildPlanted, tmp_path: Path) -
     assert set(PLOT_IDS) <= finder.with_svg
     with pytest.raises(EmptyLogError):
         build_report(tmp_path, tmp_path / "out2", FAST.model_copy(update={"dataset": tmp_path / "out"}))
+
+
+# --------------------------------------------------------------------------- what the page shows
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+class PlotView:
+    """What one ``<figure id=...>`` of the page draws, read from its inline SVG: the panels (axes
+    the renderer tags ``<plot>/panel/<key>``), the texts each shows (matplotlib writes every text
+    it draws as paths beside a comment holding the text) and bar heights read off the geometry."""
+
+    def __init__(self, page: str, plot_id: str) -> None:
+        start = page.index(f'<figure id="{plot_id}">')
+        end = page.index("</figure>", start)
+        figure = page[start:end]
+        svg = figure[figure.index("<svg") : figure.rindex("</svg>") + len("</svg>")]
+        self.caption = re.sub(r"<[^>]+>", "", figure[figure.index("<figcaption>") :])
+        self.caption = html.unescape(self.caption)
+        parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True))
+        parser.feed(svg)
+        self.root = parser.close()
+        self.plot_id = plot_id
+        self.by_id = {el.get("id"): el for el in self.root.iter() if el.get("id")}
+
+    @property
+    def panels(self) -> list[str]:
+        """Keys of the panels, in drawing order."""
+        pattern = re.compile(rf"^{re.escape(self.plot_id)}/panel/([^/]+)$")
+        return [m.group(1) for el in self.root.iter() if (m := pattern.match(el.get("id") or ""))]
+
+    @staticmethod
+    def _texts(element: ET.Element) -> list[str]:
+        # matplotlib escapes &, < and > in these comments as in character data
+        return [html.unescape(str(node.text).strip()) for node in element.iter() if node.tag is ET.Comment]
+
+    def all_texts(self) -> list[str]:
+        """Every text of the figure, panels and colour bars."""
+        return self._texts(self.root)
+
+    def texts(self, panel: str) -> list[str]:
+        """Every text drawn in a panel (title, tick labels, legend, annotations), line by line."""
+        return self._texts(self.by_id[f"{self.plot_id}/panel/{panel}"])
+
+    def cell(self, panel: str, row: str, column: str) -> list[str]:
+        """The lines of text drawn in one cell of a matrix plot."""
+        return self._texts(self.by_id[f"{self.plot_id}/panel/{panel}/cell/{row}/{column}"])
+
+    def _box(self, gid: str) -> tuple[float, float]:
+        """Top and bottom (SVG y grows downwards) of the rectangle tagged ``gid``."""
+        path = self.by_id[gid].find(f"{SVG}path")
+        assert path is not None, gid
+        numbers = [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", path.get("d") or "")]
+        ys = numbers[1::2]
+        return min(ys), max(ys)
+
+    def bars(self, panel: str) -> dict[str, float]:
+        """Bar key -> height in data units, for a panel whose y axis runs from 0 to 1."""
+        prefix = f"{self.plot_id}/panel/{panel}/bar/"
+        frame_top, frame_bottom = self._box(f"{self.plot_id}/panel/{panel}/frame")
+        out = {}
+        for gid in self.by_id:
+            if gid.startswith(prefix):
+                top, _ = self._box(gid)
+                out[gid[len(prefix) :]] = (frame_bottom - top) / (frame_bottom - frame_top)
+        return out
+
+
+class _Tables(HTMLParser):
+    """Every table of a page: its headings, and its rows as (text, is a text cell) per cell."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[dict[str, Any]] = []
+        self.row: list[tuple[str, bool]] = []
+        self.cell: list[str] | None = None
+        self.cell_is_text = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.tables.append({"head": [], "rows": []})
+        elif tag == "tr":
+            self.row = []
+        elif tag in ("td", "th"):
+            self.cell = []
+            self.cell_is_text = "text" in (dict(attrs).get("class") or "").split()
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tr" and self.row:
+            self.tables[-1]["rows"].append(self.row)
+        elif tag == "th" and self.cell is not None:
+            self.tables[-1]["head"].append("".join(self.cell).strip())
+            self.cell = None
+        elif tag == "td" and self.cell is not None:
+            self.row.append(("".join(self.cell).strip(), self.cell_is_text))
+            self.cell = None
+
+
+def _tables(page: str) -> list[dict[str, Any]]:
+    parser = _Tables()
+    parser.feed(page)
+    return parser.tables
+
+
+def _column(tables: list[dict[str, Any]], heading: str, first_heading: str | None = None) -> list[str]:
+    """Cells under ``heading`` in the first table that has it (and starts with ``first_heading``)."""
+    for t in tables:
+        if heading in t["head"] and (first_heading is None or t["head"][0] == first_heading):
+            index = t["head"].index(heading)
+            return [row[index][0] for row in t["rows"]]
+    raise AssertionError(f"no table with a column {heading!r}")
+
+
+def _rows_by_first_cell(tables: list[dict[str, Any]], heading: str) -> dict[str, dict[str, str]]:
+    """Rows of the first table whose columns include ``heading``, keyed by their first cell."""
+    for t in tables:
+        if heading in t["head"]:
+            return {row[0][0]: {h: cell[0] for h, cell in zip(t["head"], row, strict=True)} for row in t["rows"]}
+    raise AssertionError(f"no table with a column {heading!r}")
+
+
+def test_length_bias_of_one_source_type_has_its_own_panel_and_the_page_says_what_rows_leave_out(
+    planted: BuildPlanted,
+) -> None:
+    """Planted: only the reward model prefers longer answers. The overall rows leave score pairs
+    out by default; the page must say so, and the length plot must show the reward model."""
+    report = planted(log={"length_bias_by_source": {"REWARD_MODEL": 1.0}})
+    bias = report.bias
+    per_source, overall = bias["per_source"], bias["overall"]
+    rm = per_source["REWARD_MODEL"]
+    assert rm["length"]["controlled_logit"]["ci_low"] > 0.5
+    assert rm["length"]["longer_win_rate"]["ci_low"] > 0.55
+    assert rm["by_origin"] == {"score": rm["comparisons"]}
+    for source in ("APP_USER", "HUMAN_ANNOTATOR"):
+        assert not _excludes(per_source[source]["length"]["controlled_logit"], 0.0), source
+    assert not _excludes(overall["length"]["controlled_logit"], 0.0)
+    assert overall["left_out"] == {
+        "comparisons": rm["comparisons"],
+        "by_origin": {"score": rm["comparisons"]},
+        "by_source": {"REWARD_MODEL": rm["comparisons"]},
+    }
+    assert overall["comparisons"] + rm["comparisons"] == sum(b["comparisons"] for b in per_source.values())
+
+    page = report.html_path.read_text(encoding="utf-8")
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))
+    assert "all judgments" not in text  # the old label claimed what the row did not hold
+    assert (
+        f"all sources except score pairs holds the {fmt(overall['by_origin']['pairwise'])} pairwise choices, "
+        f"{fmt(overall['by_origin']['ranking'])} pairs from rankings of every source type; it leaves out "
+        f"{fmt(rm['comparisons'])} pairs implied by two scores from REWARD_MODEL"
+    ) in text
+    assert f"REWARD_MODEL {fmt(rm['comparisons'])} pairs implied by two scores" in text
+    tables = _tables(page)
+    for heading in ("first-shown win rate [95 % interval]", "longer-answer win rate [95 % interval]"):
+        rows = _rows_by_first_cell(tables, heading)
+        assert list(rows) == ["all sources except score pairs", "APP_USER", "HUMAN_ANNOTATOR", "MODEL_JUDGE",
+                              "REWARD_MODEL"]
+    assert _rows_by_first_cell(tables, "longer-answer win rate [95 % interval]")["REWARD_MODEL"]["pairs"] == fmt(
+        rm["length"]["longer_win_rate"]["n"]
+    )
+
+    plot = PlotView(page, "plot-length")
+    assert plot.panels == ["overall", "APP_USER", "HUMAN_ANNOTATOR", "MODEL_JUDGE", "REWARD_MODEL"]
+    assert "leaves out" in plot.caption and "REWARD_MODEL" in plot.caption
+    groups = {"overall": overall, **per_source}
+    for panel in plot.panels:
+        label = "all sources except score pairs" if panel == "overall" else panel
+        shown = plot.texts(panel)
+        assert f"{label}: {groups[panel]['length']['longer_win_rate']['n']:,} pairs" in shown, shown  # its title
+        buckets = groups[panel]["length"]["by_length_ratio"]
+        for bucket in buckets:
+            assert bucket["ratio_bucket"] in shown
+        bars = plot.bars(panel)
+        assert bars == pytest.approx({str(i): b["value"] for i, b in enumerate(buckets)}, abs=0.005), panel
+    rm_bars = plot.bars("REWARD_MODEL")
+    assert rm_bars["4"] > 0.75 and rm_bars["4"] > rm_bars["0"] + 0.2  # what the table said, now visible
+    assert all(0.4 < v < 0.6 for v in plot.bars("overall").values())
+
+    trend = PlotView(page, "plot-length-trend")
+    assert trend.panels == ["overall", "APP_USER", "HUMAN_ANNOTATOR", "MODEL_JUDGE", "REWARD_MODEL"]
+    assert "chosen" in trend.texts("REWARD_MODEL") and "rejected" in trend.texts("REWARD_MODEL")
+
+    position = PlotView(page, "plot-position")
+    assert position.panels == ["main"]
+    assert set(position.bars("main")) == {"overall", "APP_USER", "HUMAN_ANNOTATOR", "MODEL_JUDGE", "REWARD_MODEL"}
+    assert position.bars("main")["REWARD_MODEL"] == pytest.approx(
+        rm["position"]["first_shown_win_rate"]["value"], abs=0.005
+    )
+    assert position.texts("main")[:2] == ["all sources", "except score pairs"]  # the first bar's label
+
+
+def test_with_score_pairs_the_overall_rows_leave_nothing_out(planted: BuildPlanted) -> None:
+    report = planted(log={"length_bias_by_source": {"REWARD_MODEL": 1.0}}, score_pairs_in_ratings=True)
+    overall, per_source = report.bias["overall"], report.bias["per_source"]
+    assert overall["left_out"]["comparisons"] == 0
+    assert overall["comparisons"] == sum(b["comparisons"] for b in per_source.values())
+    assert overall["length"]["controlled_logit"]["ci_low"] > 0  # the reward model's bias now shows overall
+    text = html.unescape(re.sub(r"<[^>]+>", "", report.html_path.read_text(encoding="utf-8")))
+    assert "all sources holds the" in text and "it leaves nothing out" in text
+    assert "except score pairs" not in text
+    assert "pairs implied by two scores of one source count too" in text
+
+
+def _annotated(fid: str, request: str, chosen: str, rater: str) -> dict[str, Any]:
+    return _pairwise(fid, request, chosen, {"type": "HUMAN_ANNOTATOR", "source_id": rater})
+
+
+def test_agreement_plot_draws_what_has_data_and_marks_the_rest_no_data(tmp_path: Path) -> None:
+    """Users and annotators never judge the same request; two annotators share ten; a judge
+    shares one request with a user. The plot must show the annotators' kappa on the diagonal,
+    "no data" where nothing was shared, and no invented value anywhere."""
+    feedback = [_pairwise(f"u{i}", f"r{i}", "a", USER) for i in range(10)]
+    feedback.append(_pairwise("j0", "r0", "a", {"type": "MODEL_JUDGE", "model": "judge"}))
+    first, second = "aaaaabbbbb", "aaaabbbbba"  # agree on 8 of 10, each says "a" half the time
+    for i, (x, y) in enumerate(zip(first, second, strict=True), start=10):
+        feedback.append(_annotated(f"x{i}", f"r{i}", x, "ann-1"))
+        feedback.append(_annotated(f"y{i}", f"r{i}", y, "ann-2"))
+    SegmentWriter(tmp_path / "log").commit(inferences=[_inference(f"r{i}") for i in range(20)], feedback=feedback)
+    report = build_report(tmp_path / "log", tmp_path / "out", FAST)
+
+    agreement = report.agreement
+    pairs = {(r["source_a"], r["source_b"]): r for r in agreement["between_sources"]}
+    assert pairs[("APP_USER", "HUMAN_ANNOTATOR")] == {
+        "source_a": "APP_USER", "source_b": "HUMAN_ANNOTATOR", "items": 0, "agreement": None, "kappa": None
+    }
+    assert pairs[("APP_USER", "MODEL_JUDGE")]["items"] == 1
+    assert pairs[("APP_USER", "MODEL_JUDGE")]["kappa"] is None  # one verdict: chance agreement is 1
+    raters = {r["source_type"]: r for r in agreement["between_raters"]}
+    assert raters["HUMAN_ANNOTATOR"]["items"] == 10
+    assert raters["HUMAN_ANNOTATOR"]["kappa"] == pytest.approx(0.6)  # p_o 0.8, p_e 0.5
+    assert raters["APP_USER"]["items"] == 0
+
+    plot = PlotView(report.html_path.read_text(encoding="utf-8"), "plot-agreement")
+    assert plot.panels == ["main"]
+    assert plot.cell("main", "HUMAN_ANNOTATOR", "HUMAN_ANNOTATOR") == ["between raters", "kappa 0.60", "n=10"]
+    assert plot.cell("main", "APP_USER", "MODEL_JUDGE") == ["kappa undefined", "agree 1.00", "n=1"]
+    assert plot.cell("main", "MODEL_JUDGE", "APP_USER") == ["kappa undefined", "agree 1.00", "n=1"]
+    for row, column in (
+        ("APP_USER", "HUMAN_ANNOTATOR"),
+        ("HUMAN_ANNOTATOR", "APP_USER"),
+        ("HUMAN_ANNOTATOR", "MODEL_JUDGE"),
+        ("APP_USER", "APP_USER"),  # one user per request: no two raters of a pair
+        ("MODEL_JUDGE", "MODEL_JUDGE"),
+    ):
+        assert plot.cell("main", row, column) == ["no data"], (row, column)
+    shown = plot.texts("main")
+    assert not any("1.00" in line and "agree" not in line for line in shown), shown  # no invented diagonal
+    assert {"APP_USER", "HUMAN_ANNOTATOR", "MODEL_JUDGE"} <= set(shown)  # the axes name every source type
+    assert "Cohen's kappa" in plot.all_texts()  # the colour bar's label
+    assert "no data" in plot.caption and "between raters of one source type" in plot.caption
+
+
+def test_planted_disjoint_sources_leave_only_annotator_agreement_to_plot(tmp_path: Path) -> None:
+    """Users and annotators judge disjoint requests; a second annotator (who often copies the
+    first) ranks half the annotated ones. Only the annotators' agreement has data."""
+    write_planted_log(
+        tmp_path / "log",
+        models=PLANTED,
+        n_requests=1000,
+        seed=4,
+        source_shares={"APP_USER": 0.5, "HUMAN_ANNOTATOR": 0.5},
+        disjoint_sources=True,
+        second_annotator_share=0.5,
+        annotator_copy_share=0.5,
+    )
+    report = build_report(tmp_path / "log", tmp_path / "out", FAST)
+    [between] = report.agreement["between_sources"]
+    assert (between["source_a"], between["source_b"], between["items"]) == ("APP_USER", "HUMAN_ANNOTATOR", 0)
+    annotators = {r["source_type"]: r for r in report.agreement["between_raters"]}["HUMAN_ANNOTATOR"]
+    assert annotators["kappa"] > 0.4  # half copy, the rest agree through the planted strengths
+    plot = PlotView(report.html_path.read_text(encoding="utf-8"), "plot-agreement")
+    assert plot.cell("main", "HUMAN_ANNOTATOR", "HUMAN_ANNOTATOR") == [
+        "between raters",
+        f"kappa {annotators['kappa']:.2f}",
+        f"n={annotators['items']:,}",
+    ]
+    for row, column in (("APP_USER", "HUMAN_ANNOTATOR"), ("HUMAN_ANNOTATOR", "APP_USER"), ("APP_USER", "APP_USER")):
+        assert plot.cell("main", row, column) == ["no data"], (row, column)
+
+
+def test_agreement_plot_without_any_shared_pair_says_so(tmp_path: Path) -> None:
+    SegmentWriter(tmp_path / "log").commit(
+        inferences=[_inference(f"r{i}") for i in range(4)],
+        feedback=[_pairwise(f"u{i}", f"r{i}", "a", USER) for i in range(4)],
+    )
+    page = build_report(tmp_path / "log", tmp_path / "out", FAST).html_path.read_text(encoding="utf-8")
+    plot = PlotView(page, "plot-agreement")
+    assert plot.texts("main") == ["no pair of candidates judged by two source types or two raters"]
+
+
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.(\d+))?")
+
+
+def test_every_table_column_has_one_number_format(planted: BuildPlanted) -> None:
+    """Ratings straddle 1000 on the Elo scale: the column keeps its decimals on both sides."""
+    page = planted().html_path.read_text(encoding="utf-8")
+    tables = _tables(page)
+    assert len(tables) > 10
+    for t in tables:
+        for index, heading in enumerate(t["head"]):
+            decimals = {
+                len(match.group(1) or "")
+                for row in t["rows"]
+                if index < len(row) and not row[index][1]
+                for match in NUMBER.finditer(row[index][0])
+            }
+            assert len(decimals) <= 1, (heading, t["head"], decimals, [r[index][0] for r in t["rows"]])
+    ratings = _column(tables, "Bradley-Terry")
+    values = [float(v.replace(",", "")) for v in ratings]
+    assert min(values) < 1000 < max(values)
+    assert all(re.fullmatch(r"\d{1,3}(,\d{3})*\.\d", v) for v in ratings), ratings
+    elo = _column(tables, "online Elo")
+    assert all(re.fullmatch(r"\d{1,3}(,\d{3})*\.\d", v) for v in elo), elo
+    assert fmt(1135.0, 1) == "1,135.0" and fmt(973.029, 1) == "973.0" and fmt(973.029) == "973.029"
+
+
+def test_intervals_use_the_configured_confidence(planted: BuildPlanted) -> None:
+    wide, narrow = planted(), planted(confidence=0.8)
+    assert narrow.bias["confidence"] == 0.8
+    page = narrow.html_path.read_text(encoding="utf-8")
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))
+    assert "95 %" not in text and "with a 80 % interval clustered by request" in text
+    assert "Intervals: 80 % bootstrap" in text
+    assert any("first-shown win rate [80 % interval]" in t["head"] for t in _tables(page))
+    assert "80 % interval" in PlotView(page, "plot-position").texts("main")
+    assert "80 % intervals" in PlotView(page, "plot-length").caption
+    z80, z95 = 1.2815515655446004, 1.959963984540054
+    for group in ("overall", "APP_USER"):
+        block_w = wide.bias["overall"] if group == "overall" else wide.bias["per_source"][group]
+        block_n = narrow.bias["overall"] if group == "overall" else narrow.bias["per_source"][group]
+        w, n = block_w["position"]["first_shown_win_rate"], block_n["position"]["first_shown_win_rate"]
+        assert (n["ci_high"] - n["ci_low"]) / (w["ci_high"] - w["ci_low"]) == pytest.approx(z80 / z95, rel=0.01)
+
+
+def test_bootstrap_resamples_requests_so_correlated_raters_add_no_false_precision(tmp_path: Path) -> None:
+    """Every request is ranked by four annotators who copy the first one: four verdicts, one
+    piece of evidence. Resampling judgments (the naive bootstrap) would shrink the interval by
+    about half; resampling requests keeps it as wide as with one annotator."""
+    models = {"a:1": -0.5, "b:1": 0.0, "c:1": 0.5}
+    config = ReportConfig(bootstrap_rounds=200, seed=1)
+    widths: dict[int, dict[str, float]] = {}
+    for annotators in (1, 4):
+        log = tmp_path / f"log-{annotators}"
+        write_planted_log(
+            log,
+            models=models,
+            n_requests=600,
+            seed=5,
+            source_shares={"HUMAN_ANNOTATOR": 1.0},
+            second_annotator_share=1.0,
+            annotators_per_item=annotators,
+            annotator_copy_share=1.0,
+        )
+        report = build_report(log, tmp_path / f"out-{annotators}", config)
+        widths[annotators] = {r["model"]: r["bt_ci_high"] - r["bt_ci_low"] for r in report.ratings["table"]}
+        page = report.html_path.read_text(encoding="utf-8")
+        for row in report.ratings["table"]:  # the page shows the interval report.json holds
+            assert f"{fmt(row['bt_ci_low'], 1)} to {fmt(row['bt_ci_high'], 1)}" in page
+        assert "resample whole requests" in page
+    copied = report  # four annotators per request (a few deleted their ranking)
+    assert 3.5 * copied.ratings["items"] < copied.ratings["judgments"] <= 4 * copied.ratings["items"]
+
+    data = load_log(tmp_path / "log-4")
+    data.con.close()
+    pairs = rating_pairs(data.comparisons, config)
+    index = {m: i for i, m in enumerate(copied.ratings["models"])}
+    a = np.array([index[m] for m in pairs.a_model])
+    b = np.array([index[m] for m in pairs.b_model])
+    naive = bootstrap_bradley_terry(
+        a, b, pairs.score_a, pairs.judgment, len(index), 200, np.random.default_rng(1), config.bt_prior
+    )
+    naive_low, naive_high = np.percentile(ELO_PER_LOGIT * naive, [2.5, 97.5], axis=0)
+    for model, i in index.items():
+        naive_width = naive_high[i] - naive_low[i]
+        assert widths[4][model] > 1.5 * naive_width, (model, widths[4][model], naive_width)
+        assert 0.75 < widths[4][model] / widths[1][model] < 1.33, (model, widths)
+
+    position = copied.bias["overall"]["position"]["first_shown_win_rate"]
+    everything = data.comparisons  # rankings only: the overall group of the bias checks holds them all
+    naive_position = position_check(dataclasses.replace(everything, item=everything.judgment), 1.959963984540054)
+    naive_position = naive_position["first_shown_win_rate"]
+    assert naive_position["value"] == pytest.approx(position["value"])
+    naive_width = naive_position["ci_high"] - naive_position["ci_low"]
+    assert position["ci_high"] - position["ci_low"] > 1.5 * naive_width
