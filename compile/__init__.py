@@ -9,7 +9,7 @@ Stages (:mod:`~prefpair.compile.pipeline`), formats (:mod:`~prefpair.compile.for
 output layout and incremental versions (:mod:`~prefpair.compile.output`).
 """
 
-from prefpair.compile.config import FORMATS, CompileConfig, CompileFilters, SamplingConfig
+from prefpair.compile.config import FORMATS, CardConfig, CompileConfig, CompileFilters, SamplingConfig
 from prefpair.compile.exceptions import (
     CompileConfigError,
     CompileError,
@@ -21,6 +21,7 @@ from prefpair.compile.job import CompileResult, compile_dataset
 
 __all__ = [
     "FORMATS",
+    "CardConfig",
     "CompileConfig",
     "CompileConfigError",
     "CompileError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prefpair.compile.config import CompileConfig
@@ -58,27 +59,45 @@ def _scalar(value: Any) -> str:
     return text if simple and not text[0].isdigit() and text not in ("null", "true", "false") else json.dumps(text)
 
 
-def render_card(
-    name: str,
-    config: CompileConfig,
-    files: Mapping[str, Mapping[str, tuple[str, int]]],
-    stage_counts: Mapping[str, int],
-    drop_counts: Mapping[str, int],
-    split_counts: Mapping[str, int],
-    version: str | None,
-) -> str:
-    """``files``: format -> split -> (relative path, rows); only non-empty files are listed."""
+@dataclass(frozen=True)
+class CardData:
+    """What a compile wrote and counted, as the card shows it.
+
+    ``files`` / ``meta_files``: format -> split -> (path relative to the dataset folder, rows);
+    only non-empty files are listed.
+    """
+
+    pretty_name: str
+    files: Mapping[str, Mapping[str, tuple[str, int]]]
+    meta_files: Mapping[str, Mapping[str, tuple[str, int]]]
+    stage_counts: Mapping[str, int]
+    drop_counts: Mapping[str, int]
+    split_counts: Mapping[str, int]
+    format_skips: Mapping[str, Mapping[str, int]]
+    version: str | None
+
+
+def default_pretty_name(models: Sequence[str], sources: Sequence[str], version: str | None) -> str:
+    """A title from the data: the models of its outputs and who judged them (not the folder's name)."""
+    title = "Preference pairs"
+    if models:
+        title += " on " + ", ".join(models[:3]) + (f" and {len(models) - 3} more" if len(models) > 3 else "")
+    if sources:
+        title += " (" + ", ".join(source.lower().replace("_", " ") for source in sources) + " feedback)"
+    return f"{title}, {version}" if version else title
+
+
+def render_card(data: CardData, config: CompileConfig) -> str:
+    """The README.md of a dataset folder: Hugging Face YAML metadata, then prose."""
     configs: list[dict[str, Any]] = []
     infos: list[dict[str, Any]] = []
-    default_set = False
     for fmt in config.formats:
-        splits = files.get(fmt, {})
+        splits = data.files.get(fmt, {})
         if not splits:
             continue
         entry: dict[str, Any] = {"config_name": fmt}
-        if not default_set:
+        if not configs:
             entry["default"] = True
-            default_set = True
         entry["data_files"] = [{"split": split, "path": path} for split, (path, _) in splits.items()]
         configs.append(entry)
         infos.append(
@@ -88,19 +107,44 @@ def render_card(
                 "splits": [{"name": split, "num_examples": rows} for split, (_, rows) in splits.items()],
             }
         )
-    total = sum(split_counts.values())
-    meta: dict[str, Any] = {
-        "pretty_name": name,
-        "license": "other",
+    card = config.card
+    meta: dict[str, Any] = {"pretty_name": data.pretty_name, "license": card.license}
+    if card.license == "other":
+        meta["license_name"] = card.license_name
+        meta["license_link"] = card.license_link
+    meta |= {
         "task_categories": ["text-generation"],
         "tags": ["dpo", "preference", "rlhf", "prefpair"],
-        "size_categories": [size_category(total)],
+        "size_categories": [size_category(sum(data.split_counts.values()))],
     }
     if configs:
         meta["configs"] = configs
         meta["dataset_info"] = infos
     header = "\n".join(["---", *to_yaml(meta), "---", ""])
-    return header + _prose(name, config, files, stage_counts, drop_counts, split_counts, version)
+    return header + _prose(data, config)
+
+
+def loading_snippet(data: CardData, config: CompileConfig) -> str:
+    """Python that loads the default config; its paths are relative to the card's folder, which it resolves.
+
+    (``load_dataset(".", config)`` fails in ``datasets``: it names the dataset after the path's last
+    part, empty for "." — hence the resolved folder.)
+    """
+    first = next((fmt for fmt in config.formats if data.files.get(fmt)), None)
+    if first is None:
+        return ""
+    data_files = {split: path for split, (path, _) in data.files[first].items()}
+    others = [fmt for fmt in config.formats if data.files.get(fmt) and fmt != first]
+    return (
+        "```python\nfrom pathlib import Path\n\nfrom datasets import load_dataset\n\n"
+        'folder = Path(".").resolve()  # the folder holding this README.md: run from it, or put its path here\n'
+        f"files = {json.dumps(data_files)}  # relative to that folder\n"
+        'ds = load_dataset("json", data_files={split: str(folder / path) for split, path in files.items()})\n'
+        "# Or by config name, with the features declared above:\n"
+        f'by_config = load_dataset(str(folder), "{first}")\n'
+        + (f"# Other configs: {', '.join(others)}.\n" if others else "")
+        + "```\n"
+    )
 
 
 def _table(rows: Sequence[tuple[str, Any]], head: tuple[str, str]) -> str:
@@ -109,47 +153,60 @@ def _table(rows: Sequence[tuple[str, Any]], head: tuple[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _prose(
-    name: str,
-    config: CompileConfig,
-    files: Mapping[str, Mapping[str, tuple[str, int]]],
-    stage_counts: Mapping[str, int],
-    drop_counts: Mapping[str, int],
-    split_counts: Mapping[str, int],
-    version: str | None,
-) -> str:
-    formats = "\n".join(
-        f"- `{fmt}`: {SPECS[fmt].trainer}; files: "
-        + (", ".join(f"`{path}` ({rows})" for path, rows in files.get(fmt, {}).values()) or "none (no rows)")
-        for fmt in config.formats
-    )
-    first = next((fmt for fmt in config.formats if files.get(fmt)), None)
-    load = ""
-    if first:
-        data_files = {split: path for split, (path, _) in files[first].items()}
-        load = (
-            "\n## Loading\n\n```python\nfrom datasets import load_dataset\n\n"
-            f'ds = load_dataset("json", data_files={json.dumps(data_files)})\n'
-            f'# or, from this folder: load_dataset("path/to/{name}", "{first}")\n```\n'
-        )
+def _format_line(fmt: str, data: CardData, config: CompileConfig) -> str:
+    spec = SPECS[fmt]
+    files = ", ".join(f"`{path}` ({rows})" for path, rows in data.files.get(fmt, {}).values()) or "none (no rows)"
+    notes = [spec.note] if spec.note else []
+    if spec.text_prompt:
+        notes.append(TEXT_PROMPT_NOTES[config.text_prompt])
+    if spec.meta_file and data.meta_files.get(fmt):
+        notes.append("meta files: " + ", ".join(f"`{path}`" for path, _ in data.meta_files[fmt].values()))
+    skipped = data.format_skips.get(fmt, {})
+    if skipped:
+        notes.append("left out here: " + ", ".join(f"{n} ({reason})" for reason, n in skipped.items()))
+    return f"- `{fmt}`: {spec.trainer}; files: {files}" + "".join(f"\n  - {note}" for note in notes)
+
+
+TEXT_PROMPT_NOTES = {
+    "drop": "the prompt is text: the system prompt is left out, and the turns of a chat prompt are joined by a "
+    "blank line without their roles (`text_prompt: drop`; `fold` keeps both)",
+    "fold": "the prompt is a transcript (`text_prompt: fold`): the system prompt and each turn as `Role: content` "
+    "blocks (`System: ...`, `User: ...`, `Assistant: ...`) separated by a blank line, ending with an `Assistant:` "
+    "block that the completion follows",
+}
+
+
+def _prose(data: CardData, config: CompileConfig) -> str:
+    formats = "\n".join(_format_line(fmt, data, config) for fmt in config.formats)
+    snippet = loading_snippet(data, config)
+    load = f"\n## Loading\n\n{snippet}" if snippet else ""
     incremental = (
-        f"\nThis is incremental version `{version}`: it holds only pairs that no earlier version "
+        f"\nThis is incremental version `{data.version}`: it holds only pairs that no earlier version "
         "of this output holds; use all versions together.\n"
-        if version
+        if data.version
         else ""
     )
+    margin = (
+        f"\n`margin` (scale {config.margin_scale}): "
+        + str(CompileConfig.model_fields["include_margin"].description).partition(": ")[2]
+        + ". Margins are rounded to 6 decimals.\n"
+        if config.include_margin
+        else ""
+    )
+    card = config.card
+    license_line = f"[{card.license_name}]({card.license_link})" if card.license == "other" else f"`{card.license}`"
     return f"""
-# {name}
+# {data.pretty_name}
 
 Preference pairs compiled by `prefpair compile` from production inference and feedback events
 (the Parquet log that `prefpair consume` writes). Each pair is a prompt, a chosen and a rejected
-output; the unpaired format holds single outputs labelled desirable or not.
+output; the unpaired format holds single outputs labelled desirable or not. License: {license_line}.
 {incremental}
 ## How it was made
 
 1. Feedback was resolved per feedback id: the latest CREATE with later UPDATEs overlaid; deleted feedback is gone.
 2. Pairs were derived from pairwise judgments, rankings ({config.rankings}), scores on candidates of one request
-   (minimum margin {config.min_margin}) and corrections (the correction beats the output it corrects).
+   (minimum score difference {config.min_margin}) and corrections (the correction beats the output it corrects).
    Ties and both-bad judgments give no pair.
 3. Empty and identical pairs were dropped; contradictions on one prompt and pair of outputs were resolved by
    the `{config.contradictions}` policy; exact duplicates were removed.
@@ -157,19 +214,19 @@ output; the unpaired format holds single outputs labelled desirable or not.
 5. Splits by prompt hash ({", ".join(f"{k} {v}" for k, v in config.splits.items())}): no prompt is in two splits.
 
 Filters: {config.filters.model_dump(mode="json", exclude_defaults=True) or "none"}.
-
+{margin}
 ## Formats
 
 {formats}
 {load}
 ## Counts
 
-{_table(list(split_counts.items()), ("split", "pairs"))}
+{_table(list(data.split_counts.items()), ("split", "pairs"))}
 
-{_table(list(stage_counts.items()), ("stage", "rows"))}
+{_table(list(data.stage_counts.items()), ("stage", "rows"))}
 
-{_table(list(drop_counts.items()) or [("(none)", 0)], ("dropped because", "rows"))}
+{_table(list(data.drop_counts.items()) or [("(none)", 0)], ("dropped because", "rows"))}
 
-`manifest.json` lists the inputs (log segments and offset watermarks), the full configuration, and the
-SHA-256 of every file.
+`manifest.json` lists the inputs (log segments and offset watermarks), the full configuration, the rows each
+format left out (`counts.format_skips`), and the SHA-256 of every file (meta files name their split: `meta_of`).
 """

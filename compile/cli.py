@@ -8,12 +8,14 @@ last run, into a new version directory. Same log and seed: byte-identical files.
 from __future__ import annotations
 
 import argparse
+import textwrap
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from prefpair.compile.config import FORMATS, CompileConfig, CompileFilters, SamplingConfig
+from prefpair.compile.config import FORMATS, CardConfig, CompileConfig, CompileFilters, SamplingConfig
 from prefpair.compile.exceptions import CompileConfigError
+from prefpair.compile.formats import SPECS
 from prefpair.compile.job import CompileResult, compile_dataset
 from prefpair.config import Settings
 
@@ -57,6 +59,23 @@ def _listed(values: list[str] | None) -> tuple[str, ...]:
     return tuple(v.strip() for item in values or [] for v in item.split(",") if v.strip())
 
 
+def _formats_epilog() -> str:
+    """What each format holds beyond its trainer's documented shape (the same notes as the dataset card)."""
+    lines = ["formats:"]
+    for name, spec in SPECS.items():
+        notes = [spec.trainer, *([spec.note] if spec.note else [])]
+        if spec.text_prompt:
+            notes.append("the prompt is text, written as --text-prompt says")
+        lines += textwrap.wrap(
+            f"{name}: {'; '.join(notes)}",
+            width=100,
+            initial_indent="  ",
+            subsequent_indent="    ",
+            break_on_hyphens=False,
+        )
+    return "\n".join(lines)
+
+
 def register(subparsers: Any) -> None:
     """Add ``prefpair compile``."""
     parser = subparsers.add_parser(
@@ -64,7 +83,8 @@ def register(subparsers: Any) -> None:
         help="compile the log into preference datasets (TRL, OpenAI, Axolotl JSONL + manifest + card)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="List flags (--format, --model, --tag...) repeat or take comma lists. Exit 0 on success, "
+        epilog=_formats_epilog()
+        + "\n\nList flags (--format, --model, --tag...) repeat or take comma lists. Exit 0 on success, "
         "2 on bad input (no committed log, output locked, bad option).",
     )
     io = parser.add_argument_group("input and output")
@@ -79,6 +99,14 @@ def register(subparsers: Any) -> None:
     io.add_argument("--include-margin", action="store_true", help=_help(CompileConfig, "include_margin"))
     io.add_argument("--include-ids", action="store_true", help=_help(CompileConfig, "include_ids"))
     io.add_argument("--include-provenance", action="store_true", help=_help(CompileConfig, "include_provenance"))
+    io.add_argument("--margin-scale", type=float, help=_help(CompileConfig, "margin_scale"))
+    io.add_argument("--text-prompt", choices=["drop", "fold"], help=_help(CompileConfig, "text_prompt"))
+
+    card = parser.add_argument_group("dataset card")
+    card.add_argument("--pretty-name", help=_help(CardConfig, "pretty_name"))
+    card.add_argument("--license", help=_help(CardConfig, "license"))
+    card.add_argument("--license-name", help=_help(CardConfig, "license_name"))
+    card.add_argument("--license-link", help=_help(CardConfig, "license_link"))
 
     pairs = parser.add_argument_group("pairs")
     pairs.add_argument("--rankings", choices=["all_pairs", "best_worst"], help=_help(CompileConfig, "rankings"))
@@ -125,7 +153,9 @@ def config_from_args(args: argparse.Namespace) -> CompileConfig:
     values: dict[str, Any] = {}
     if args.format:
         values["formats"] = _listed(args.format)
-    for field in ("rankings", "min_margin", "contradictions", "seed", "memory_limit", "threads"):
+    for field in (
+        "rankings", "min_margin", "contradictions", "seed", "memory_limit", "threads", "margin_scale", "text_prompt",
+    ):  # fmt: skip
         if getattr(args, field) is not None:
             values[field] = getattr(args, field)
     for field in ("incremental", "include_margin", "include_ids", "include_provenance"):
@@ -153,6 +183,13 @@ def config_from_args(args: argparse.Namespace) -> CompileConfig:
         sampling["balance_position"] = True
     if sampling:
         values["sampling"] = sampling
+    card = {
+        field: getattr(args, field)
+        for field in ("pretty_name", "license", "license_name", "license_link")
+        if getattr(args, field) is not None
+    }
+    if card:
+        values["card"] = card
     return CompileConfig.parse(values)
 
 

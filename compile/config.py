@@ -11,7 +11,7 @@ import re
 from typing import Any, Literal, Self, get_args
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from prefpair.compile.exceptions import CompileConfigError
 from prefpair.errors import first_problem
@@ -29,6 +29,9 @@ FORMATS: tuple[Format, ...] = get_args(Format)  # every format, in the order abo
 SPLIT_ORDER = ("train", "validation", "test")
 SPLIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}$")  # SPDX-ish, lower case as the Hugging Face Hub spells ids
+LICENSE_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
+LICENSE_LINK = re.compile(r"^(https?://[^\s/]+\S*|(?!/)(?!.*\.\.)[A-Za-z0-9._/-]+)$")  # a URL, or a path in the dataset
 
 
 class _Frozen(BaseModel):
@@ -90,6 +93,63 @@ class SamplingConfig(_Frozen):
     )
 
 
+class CardConfig(_Frozen):
+    """The dataset card's metadata (the Hugging Face YAML header of README.md)."""
+
+    pretty_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="the card's title (default: derived from the data: its models and feedback sources)",
+    )
+    license: str = Field(
+        default="unknown",
+        description="license id, SPDX-ish as the Hugging Face Hub spells it (apache-2.0, cc-by-4.0, mit, ...); "
+        "`other` needs --license-name and --license-link",
+    )
+    license_name: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="with license `other`: a short id of the license, such as acme-data-1.0",
+    )
+    license_link: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="with license `other`: a URL of the license text, or a path in the dataset folder (LICENSE.md)",
+    )
+
+    @field_validator("license")
+    @classmethod
+    def _license(cls, value: str) -> str:
+        lowered = value.strip().lower()
+        if not LICENSE_ID.match(lowered):
+            raise ValueError(f"expected a license id such as apache-2.0, cc-by-4.0, mit or other, got {value!r}")
+        return lowered
+
+    @field_validator("license_name", "license_link")
+    @classmethod
+    def _other_license(cls, value: str | None, info: ValidationInfo) -> str | None:
+        license_id = info.data.get("license")
+        if license_id is None:  # the license itself failed: that is the error to report
+            return value
+        if license_id != "other":
+            if value is not None:
+                raise ValueError(f"only applies to license `other`, not {license_id!r}")
+            return None
+        if value is None or not value.strip():
+            raise ValueError("required with license `other` (the Hub shows it in place of a known license)")
+        value = value.strip()
+        pattern = LICENSE_NAME if info.field_name == "license_name" else LICENSE_LINK
+        if not pattern.match(value):
+            expected = (
+                "lower-case letters, digits, dots and dashes, such as acme-data-1.0"
+                if info.field_name == "license_name"
+                else "an http(s) URL or a relative path in the dataset folder such as LICENSE.md"
+            )
+            raise ValueError(f"expected {expected}, got {value!r}")
+        return value
+
+
 class CompileConfig(_Frozen):
     """Everything a compile needs besides its input log and output directory."""
 
@@ -110,11 +170,37 @@ class CompileConfig(_Frozen):
         description="split name -> fraction of prompts (by prompt hash; fractions sum to 1)",
     )
     seed: int = Field(default=0, description="seed of every sampling decision and of the output order")
-    include_margin: bool = Field(default=False, description="add a `margin` column (reward trainers)")
-    include_ids: bool = Field(default=False, description="add id columns (pair, prompt, request, feedback)")
-    include_provenance: bool = Field(
-        default=False, description="add provenance columns (derivation, source, models, scores)"
+    include_margin: bool = Field(
+        default=False,
+        description="add a `margin` column to paired formats (TRL RewardTrainer subtracts it inside its loss): "
+        "the preference's strength in [0, 1] times the margin scale (--margin-scale). Strength: 1 for a pairwise "
+        "preference and a correction; rank gap / (levels - 1) in a ranking; score gap / (max - min) for scores "
+        "with a declared range (0/1 thumbs count as [0, 1]), else tanh(gap / 2) (scores as reward-model logits)",
     )
+    margin_scale: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=10.0,
+        allow_inf_nan=False,
+        description="the `margin` of a full-strength preference; with 1, RewardTrainer's loss starts at most at "
+        "log(1 + e) = 1.31 instead of log 2 = 0.69",
+    )
+    include_ids: bool = Field(
+        default=False,
+        description="add id columns (pair, prompt, request, feedback); `openai` keeps its three keys and gets "
+        "them in <split>.meta.jsonl beside, one line per line",
+    )
+    include_provenance: bool = Field(
+        default=False,
+        description="add provenance columns (derivation, source, models, scores); `openai`: in <split>.meta.jsonl",
+    )
+    text_prompt: Literal["drop", "fold"] = Field(
+        default="drop",
+        description="how trl and trl_unpaired (prompt as text) write a prompt: `drop` leaves the system prompt out "
+        "and joins chat turns by a blank line, without roles; `fold` writes the system prompt and every turn as "
+        "'Role: content' blocks separated by a blank line, ending with an 'Assistant:' block",
+    )
+    card: CardConfig = Field(default_factory=CardConfig)
     incremental: bool = Field(
         default=False, description="emit only pairs not emitted by earlier runs, into a new version dir"
     )

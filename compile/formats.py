@@ -14,10 +14,17 @@ reference); a trainer silently mis-reads a column that is off by one letter:
 =========================  ==================================================================
 
 A message is ``{"role": str, "content": str}``; the system prompt, when there is one, is the
-first message of conversational prompts. Optional columns come after: ``margin`` (float),
-ids (``pair_id``, ``prompt_id``, ``request_id``, ``chosen_id``, ``rejected_id``,
-``feedback_ids``) and provenance (``derivation``, ``feedback_key``, ``source_type``, the
-models and versions of both outputs, ``score_chosen``, ``score_rejected``, ``judged_at_ms``).
+first message of conversational prompts. The text formats (``trl``, ``trl_unpaired``) write the
+prompt as the ``text_prompt`` option says (``drop``: without the system prompt, chat turns joined
+by a blank line without roles; ``fold``: a transcript, see the ``transcript`` macro of the pipeline).
+
+Optional columns come after the format's own: ``margin`` (float), ids (``pair_id``,
+``prompt_id``, ``request_id``, ``chosen_id``, ``rejected_id``, ``feedback_ids``) and provenance
+(``derivation``, ``feedback_key``, ``source_type``, the models and versions of both outputs,
+``score_chosen``, ``score_rejected``, ``judged_at_ms``). ``openai`` lines keep exactly the three
+keys of its documented shape: its optional columns go to ``<split>.meta.jsonl`` beside the split,
+one object per line of the split, ``{"line": n, ...}`` with ``n`` counting from 1. A format with
+``roles`` leaves out pairs whose prompt holds another message role (counted per format).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ CONVERSATION = (
 )
 CHOSEN_MESSAGES = "chat(chosen_messages, 'assistant', chosen_text)"
 REJECTED_MESSAGES = "chat(rejected_messages, 'assistant', rejected_text)"
+TEXT_PROMPT = "<text prompt>"  # placeholder: the prompt of text formats, per the text_prompt option
 
 MESSAGES: dict[str, Any] = {"list": [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]}
 MESSAGE: dict[str, Any] = {"struct": [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]}
@@ -49,10 +57,25 @@ class FormatSpec:
     trainer: str
     columns: tuple[tuple[str, str, dict[str, Any]], ...]  # (json key, SQL expression, HF feature)
     unpaired: bool = False
+    meta_file: bool = False
+    """Optional columns go to ``<split>.meta.jsonl`` beside the split: the trainer takes no other keys."""
+    roles: tuple[str, ...] | None = None
+    """The prompt message roles the trainer takes (None: any); other records are left out, counted."""
+    note: str = ""
+    """What the card says about this format beyond its trainer."""
 
     @property
     def table(self) -> str:
         return "final_unpaired" if self.unpaired else "final"
+
+    @property
+    def order(self) -> str:
+        """The order of a split's lines (the pipeline writes rows in it)."""
+        return "h, example_id" if self.unpaired else "h, pair_id"
+
+    @property
+    def text_prompt(self) -> bool:
+        return any(expr == TEXT_PROMPT for _, expr, _ in self.columns)
 
 
 SPECS: dict[str, FormatSpec] = {
@@ -62,7 +85,7 @@ SPECS: dict[str, FormatSpec] = {
             "trl",
             "TRL DPOTrainer / RewardTrainer (standard, explicit prompt)",
             (
-                ("prompt", "prompt_text", STRING),
+                ("prompt", TEXT_PROMPT, STRING),
                 ("chosen", "chosen_text", STRING),
                 ("rejected", "rejected_text", STRING),
             ),
@@ -80,7 +103,7 @@ SPECS: dict[str, FormatSpec] = {
             "trl_unpaired",
             "TRL KTOTrainer / BCOTrainer (unpaired)",
             (
-                ("prompt", "prompt_text", STRING),
+                ("prompt", TEXT_PROMPT, STRING),
                 ("completion", "completion_text", STRING),
                 ("label", "label", {"dtype": "bool"}),
             ),
@@ -104,6 +127,10 @@ SPECS: dict[str, FormatSpec] = {
                 ("preferred_output", CHOSEN_MESSAGES, MESSAGES),
                 ("non_preferred_output", REJECTED_MESSAGES, MESSAGES),
             ),
+            meta_file=True,
+            note="each line has exactly the three documented keys; with --include-margin, --include-ids or "
+            "--include-provenance those columns are in `<split>.meta.jsonl` beside it, one object per line "
+            '`{"line": n, ...}` (n counts the lines of `<split>.jsonl` from 1)',
         ),
         FormatSpec(
             "axolotl_chatml_intel",
@@ -114,6 +141,7 @@ SPECS: dict[str, FormatSpec] = {
                 ("chosen", "chosen_text", STRING),
                 ("rejected", "rejected_text", STRING),
             ),
+            note="the chat turns of a multi-turn prompt are joined into `question` by a blank line, without roles",
         ),
         FormatSpec(
             "axolotl_chat_template",
@@ -123,6 +151,11 @@ SPECS: dict[str, FormatSpec] = {
                 ("chosen", "{'role': 'assistant', 'content': chosen_text}", MESSAGE),
                 ("rejected", "{'role': 'assistant', 'content': rejected_text}", MESSAGE),
             ),
+            roles=("system", "user", "assistant"),
+            note="pairs whose prompt holds a message role other than system, user and assistant (such as `tool`: "
+            "Axolotl before 0.16 stops on it with a KeyError, and logged messages carry no tool calls, which chat "
+            "templates need to render a tool result) are left out of this format and counted in the manifest "
+            "(`counts.format_skips`)",
         ),
     )
 }
@@ -166,8 +199,8 @@ UNPAIRED_PROVENANCE = (
 )
 
 
-def columns(spec: FormatSpec, config: CompileConfig) -> tuple[tuple[str, str, dict[str, Any]], ...]:
-    """The format's columns plus the optional ones the config asks for."""
+def _extras(spec: FormatSpec, config: CompileConfig) -> tuple[tuple[str, str, dict[str, Any]], ...]:
+    """The optional columns the config asks for."""
     extra: tuple[tuple[str, str, dict[str, Any]], ...] = ()
     if spec.unpaired:
         if config.include_ids:
@@ -181,12 +214,55 @@ def columns(spec: FormatSpec, config: CompileConfig) -> tuple[tuple[str, str, di
             extra += PAIR_IDS
         if config.include_provenance:
             extra += PAIR_PROVENANCE
-    return spec.columns + extra
+    return extra
+
+
+def text_prompt_sql(config: CompileConfig) -> str:
+    """The prompt of the text formats: ``drop`` keeps the flattened text, ``fold`` writes a transcript."""
+    return "prompt_text" if config.text_prompt == "drop" else f"transcript({CONVERSATION})"
+
+
+def columns(spec: FormatSpec, config: CompileConfig) -> tuple[tuple[str, str, dict[str, Any]], ...]:
+    """The columns of the format's lines: its own, plus the optional ones unless they go to a meta file."""
+    own = tuple(
+        (key, text_prompt_sql(config) if expr == TEXT_PROMPT else expr, feature) for key, expr, feature in spec.columns
+    )
+    return own if spec.meta_file else own + _extras(spec, config)
+
+
+def meta_columns(spec: FormatSpec, config: CompileConfig) -> tuple[tuple[str, str, dict[str, Any]], ...]:
+    """The columns of the format's ``<split>.meta.jsonl`` (none: no meta file)."""
+    return _extras(spec, config) if spec.meta_file else ()
 
 
 def projection(spec: FormatSpec, config: CompileConfig) -> str:
     """``expr AS "key", ...`` for a SELECT that writes one JSONL line per row."""
     return ", ".join(f'{expr} AS "{key}"' for key, expr, _ in columns(spec, config))
+
+
+def meta_projection(spec: FormatSpec, config: CompileConfig) -> str:
+    """``line, expr AS "key", ...`` for the meta file: ``line`` numbers the split's lines from 1, in their order."""
+    return ", ".join(
+        [f'row_number() OVER (ORDER BY {spec.order}) AS "line"']
+        + [f'{expr} AS "{key}"' for key, expr, _ in meta_columns(spec, config)]
+    )
+
+
+def unsupported_role_sql(spec: FormatSpec) -> str | None:
+    """A condition true for rows whose prompt holds a message role the format's trainer does not take."""
+    if spec.roles is None:
+        return None
+    roles = ", ".join(f"'{role}'" for role in spec.roles)
+    return f"len(list_filter(coalesce(prompt_messages, []), lambda m: m.role NOT IN ({roles}))) > 0"
+
+
+def first_unsupported_role_sql(spec: FormatSpec) -> str:
+    """``(request_id, index, role)`` of one row :func:`unsupported_role_sql` leaves out (for the warning)."""
+    roles = ", ".join(f"'{role}'" for role in spec.roles or ())
+    return (
+        "request_id, list_position(list_transform(prompt_messages, lambda m: m.role NOT IN "
+        f"({roles})), TRUE) - 1, list_filter(prompt_messages, lambda m: m.role NOT IN ({roles}))[1].role"
+    )
 
 
 def features(spec: FormatSpec, config: CompileConfig) -> list[dict[str, Any]]:

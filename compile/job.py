@@ -19,10 +19,18 @@ import duckdb
 
 from prefpair import __version__
 from prefpair.compile import output
-from prefpair.compile.card import render_card
+from prefpair.compile.card import CardData, default_pretty_name, render_card
 from prefpair.compile.config import CompileConfig
 from prefpair.compile.exceptions import NoCommittedLogError
-from prefpair.compile.formats import SPECS, projection
+from prefpair.compile.formats import (
+    SPECS,
+    FormatSpec,
+    first_unsupported_role_sql,
+    meta_columns,
+    meta_projection,
+    projection,
+    unsupported_role_sql,
+)
 from prefpair.compile.pipeline import Pipeline, sql_string
 from prefpair.durable import fsync_path
 from prefpair.schemas.log import TABLES, committed_segments, table_files
@@ -111,24 +119,43 @@ def _compile_into(
         has_unpaired = "trl_unpaired" in config.formats
         unpaired_counts = _counts(con, "unpaired") if has_unpaired else {}
         written: dict[str, dict[str, tuple[str, int]]] = {}
+        meta_written: dict[str, dict[str, tuple[str, int]]] = {}
+        format_skips: dict[str, dict[str, int]] = {}
         for fmt in config.formats:
             spec = SPECS[fmt]
+            source, order = pipeline.outputs[spec.table]
             counts = unpaired_counts if spec.unpaired else split_counts
-            written[fmt] = {}
+            keep = "TRUE"
+            unsupported = unsupported_role_sql(spec)
+            if unsupported is not None:
+                skipped = _skipped(con, spec, source, unsupported)
+                if skipped:
+                    format_skips[fmt] = {"unsupported_role": sum(skipped.values())}
+                    counts = {split: n - skipped.get(split, 0) for split, n in counts.items()}
+                keep = f"NOT ({unsupported})"
+            written[fmt], meta_written[fmt] = {}, {}
             for split in config.splits:
                 rows = counts.get(split, 0)
                 if not rows:
                     continue
+                where = f"WHERE split = {sql_string(split)} AND {keep}"
                 relative = f"{fmt}/{split}.jsonl"
                 (stage / fmt).mkdir(exist_ok=True)
                 started = time.monotonic()
-                source, order = pipeline.outputs[spec.table]
                 con.execute(
-                    f"COPY (SELECT {projection(spec, config)} FROM {source} WHERE split = {sql_string(split)} {order}) "
+                    f"COPY (SELECT {projection(spec, config)} FROM {source} {where} {order}) "
                     f"TO {sql_string(str(stage / relative))} (FORMAT JSON)"
                 )
                 log.info("compile: wrote %s (%d rows) in %.1f s", relative, rows, time.monotonic() - started)
                 written[fmt][split] = (relative, rows)
+                if meta_columns(spec, config):
+                    meta = f"{fmt}/{split}.meta.jsonl"
+                    con.execute(
+                        f"COPY (SELECT {meta_projection(spec, config)} FROM {source} {where} ORDER BY line) "
+                        f"TO {sql_string(str(stage / meta))} (FORMAT JSON)"
+                    )
+                    meta_written[fmt][split] = (meta, rows)
+        subject = _subject(con)
         if version is not None:
             con.execute(
                 f"""
@@ -149,12 +176,12 @@ def _compile_into(
     drop_counts = pipeline.drop_counts
     name = out_dir.name if version is None else f"{out_dir.name}-{version}"
     file_entries: list[dict[str, Any]] = []
-    for per_split in written.values():
-        for relative, rows in per_split.values():
-            path = stage / relative
-            file_entries.append(
-                {"path": relative, "rows": rows, "bytes": path.stat().st_size, "sha256": output.sha256_file(path)}
-            )
+    for format_name, per_split in written.items():
+        for split, (relative, rows) in per_split.items():
+            file_entries.append(_file_entry(stage, relative, rows))
+            if split in meta_written[format_name]:
+                meta, meta_rows = meta_written[format_name][split]
+                file_entries.append({**_file_entry(stage, meta, meta_rows), "meta_of": relative})
     manifest = {
         "prefpair_version": __version__,
         "dataset": name,
@@ -168,18 +195,23 @@ def _compile_into(
             "drops": drop_counts,
             "splits": {split: split_counts.get(split, 0) for split in config.splits},
             "unpaired_splits": {split: unpaired_counts.get(split, 0) for split in config.splits},
+            "format_skips": format_skips,
         },
         "files": file_entries,
     }
     output.write_json(stage / output.MANIFEST, manifest)
     card = render_card(
-        name,
+        CardData(
+            pretty_name=config.card.pretty_name or default_pretty_name(*subject, version),
+            files=written,
+            meta_files=meta_written,
+            stage_counts=stage_counts,
+            drop_counts=drop_counts,
+            split_counts={split: split_counts.get(split, 0) for split in config.splits},
+            format_skips=format_skips,
+            version=version,
+        ),
         config,
-        written,
-        stage_counts,
-        drop_counts,
-        {split: split_counts.get(split, 0) for split in config.splits},
-        version,
     )
     (stage / output.CARD).write_text(card, encoding="utf-8")
     return CompileResult(
@@ -194,6 +226,47 @@ def _compile_into(
         version=version,
         per_format={fmt: {split: rows for split, (_, rows) in splits.items()} for fmt, splits in written.items()},
     )
+
+
+def _file_entry(stage: Path, relative: str, rows: int) -> dict[str, Any]:
+    path = stage / relative
+    return {"path": relative, "rows": rows, "bytes": path.stat().st_size, "sha256": output.sha256_file(path)}
+
+
+def _skipped(con: duckdb.DuckDBPyConnection, spec: FormatSpec, source: str, condition: str) -> dict[str, int]:
+    """Rows per split that the format leaves out (``condition``); one of them is named in a warning."""
+    skipped = {
+        str(split): int(n)
+        for split, n in con.execute(f"SELECT split, count(*) FROM {source} WHERE {condition} GROUP BY split").fetchall()
+    }
+    if skipped:
+        request_id, index, role = con.execute(
+            f"SELECT {first_unsupported_role_sql(spec)} FROM {source} WHERE {condition} ORDER BY request_id LIMIT 1"
+        ).fetchall()[0]
+        log.warning(
+            "compile: %s leaves out %d pairs whose prompt holds a role its trainer does not take "
+            "(first: request %s, messages[%d].role = %r; it takes %s)",
+            spec.name, sum(skipped.values()), request_id, index, role, ", ".join(spec.roles or ()),
+        )  # fmt: skip
+    return skipped
+
+
+def _subject(con: duckdb.DuckDBPyConnection) -> tuple[list[str], list[str]]:
+    """The models and the feedback source types of the selected pairs (for the card's default title)."""
+    models = [
+        str(m)
+        for (m,) in con.execute(
+            "SELECT DISTINCT m FROM (SELECT chosen_model AS m FROM selected UNION SELECT rejected_model FROM selected) "
+            "WHERE m IS NOT NULL ORDER BY m"
+        ).fetchall()
+    ]
+    sources = [
+        str(s)
+        for (s,) in con.execute(
+            "SELECT DISTINCT source_type FROM selected WHERE source_type IS NOT NULL ORDER BY 1"
+        ).fetchall()
+    ]
+    return models, sources
 
 
 def default_memory_limit() -> str:

@@ -5,6 +5,7 @@ Layout of one dataset directory::
     <dataset>/README.md                  dataset card (Hugging Face format: YAML configs per format)
     <dataset>/manifest.json              inputs and watermarks, config, counts, file hashes
     <dataset>/<format>/<split>.jsonl     one JSON object a line
+    <dataset>/openai/<split>.meta.jsonl  the optional columns of openai lines ({"line": n, ...}; n from 1)
     <dataset>/.emitted.parquet           ids of what this dataset holds (incremental bookkeeping)
 
 Without ``--incremental`` the output directory *is* the dataset, replaced whole on each run.

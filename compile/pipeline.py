@@ -16,7 +16,9 @@ Stages, in order (each keeps its rows in a temp table; drops are rows with a ``r
 5. **derivation** of (chosen, rejected) pairs: pairwise PREFERRED; rankings (all pairs or best
    against worst); scores of one key and one scorer on candidates of a request (the mean per
    candidate, difference >= ``min_margin`` and > 0); corrections (the correction against the
-   candidate it corrects). Ties and both-bad give no pair.
+   candidate it corrects). Ties and both-bad give no pair. Each pair's ``margin`` is the
+   strength of its preference in [0, 1] times ``margin_scale`` (the rule per derivation is the
+   ``include_margin`` description in :mod:`prefpair.compile.config`).
 6. **validation** per pair: unknown candidate, model filters, margin, empty, identical.
 7. **cleaning**: contradictions on one prompt and pair of outputs (policy), exact duplicates.
 8. **sampling** (seeded): cap per prompt, position balance, total cap; stratified round-robin.
@@ -89,6 +91,10 @@ MACROS = (
     "CREATE OR REPLACE TEMP MACRO chat(messages, role, text) AS CASE WHEN len(coalesce(messages, [])) > 0 "
     "THEN list_transform(messages, lambda m: {'role': m.role, 'content': m.content}) "
     "ELSE [{'role': role, 'content': text}] END",
+    # A conversation as text: one 'Role: content' block per message, blank-line separated, then 'Assistant:'.
+    "CREATE OR REPLACE TEMP MACRO transcript(conversation) AS array_to_string(list_concat("
+    "list_transform(conversation, lambda m: upper(left(m.role, 1)) || substr(m.role, 2) || ': ' || m.content), "
+    "['Assistant:']), chr(10) || chr(10))",
 )
 
 
@@ -343,13 +349,14 @@ class Pipeline:
     # ------------------------------------------------------------------ 5. derivation
     def derive(self) -> None:
         common = "key, source_type, judged_at_ms"
+        scale = f"{float(self.config.margin_scale)!r}::DOUBLE"  # the margin of a full-strength preference
         best_worst = "AND a.level = 1 AND b.level = a.n_levels" if self.config.rankings == "best_worst" else ""
         self._exec(
             f"""
             CREATE TEMP TABLE derived AS
             -- pairwise judgments
             SELECT [feedback_id] AS feedback_ids, request_id, 'pairwise' AS derivation, chosen_id, rejected_id,
-                   NULL::VARCHAR AS correction, 1.0::DOUBLE AS margin, NULL::DOUBLE AS score_chosen,
+                   NULL::VARCHAR AS correction, {scale} AS margin, NULL::DOUBLE AS score_chosen,
                    NULL::DOUBLE AS score_rejected, {common},
                    CASE WHEN outcome = 'TIE' THEN 'tie'
                         WHEN outcome = 'BOTH_BAD' THEN 'both_bad'
@@ -365,7 +372,8 @@ class Pipeline:
                 FROM judgments WHERE reason IS NULL AND kind = 'RANKING' AND len(ranking) > 1
              ), members AS (SELECT *, unnest(grp) AS candidate_id FROM levels)
              SELECT [a.feedback_id], a.request_id, 'ranking', a.candidate_id, b.candidate_id, NULL,
-                    (b.level - a.level)::DOUBLE, NULL, NULL, a.key, a.source_type, a.judged_at_ms, NULL
+                    round({scale} * (b.level - a.level) / (a.n_levels - 1), 6), NULL, NULL, a.key, a.source_type,
+                    a.judged_at_ms, NULL
              FROM members a JOIN members b ON a.feedback_id = b.feedback_id AND a.level < b.level {best_worst})
             UNION ALL
             SELECT [feedback_id], request_id, 'ranking', NULL, NULL, NULL, NULL, NULL, NULL, {common},
@@ -377,13 +385,21 @@ class Pipeline:
                 SELECT request_id, key, source_type,
                        concat_ws('|', source.type, source.model, source.model_version) AS scorer,
                        candidate_id, avg(score) AS score, list(feedback_id ORDER BY feedback_id) AS feedback_ids,
-                       max(judged_at_ms) AS judged_at_ms
+                       max(judged_at_ms) AS judged_at_ms,
+                       bool_and(config.min IS NOT NULL AND config.max IS NOT NULL) AS ranged,
+                       min(config.min) AS lo, max(config.max) AS hi, bool_and(score IN (0, 1)) AS binary
                 FROM judgments
                 WHERE reason IS NULL AND kind = 'SCORE' AND score IS NOT NULL AND candidate_id IS NOT NULL
                 GROUP BY request_id, key, source_type, scorer, candidate_id
              )
              SELECT list_concat(a.feedback_ids, b.feedback_ids), a.request_id, 'score', a.candidate_id,
-                    b.candidate_id, NULL, a.score - b.score, a.score, b.score, a.key, a.source_type,
+                    b.candidate_id, NULL,
+                    round({scale} * CASE
+                        WHEN a.ranged AND b.ranged AND greatest(a.hi, b.hi) > least(a.lo, b.lo)
+                            THEN least(1.0, (a.score - b.score) / (greatest(a.hi, b.hi) - least(a.lo, b.lo)))
+                        WHEN a.binary AND b.binary THEN a.score - b.score
+                        ELSE tanh((a.score - b.score) / 2) END, 6),
+                    a.score, b.score, a.key, a.source_type,
                     greatest(a.judged_at_ms, b.judged_at_ms),
                     CASE WHEN a.score = b.score THEN 'tie'
                          WHEN a.score - b.score < {float(self.config.min_margin)!r} THEN 'below_min_margin' END
@@ -392,7 +408,7 @@ class Pipeline:
               AND (a.score > b.score OR (a.score = b.score AND a.candidate_id < b.candidate_id)))
             UNION ALL
             -- corrections: the corrected output beats the candidate it corrects
-            SELECT [feedback_id], request_id, 'correction', NULL, candidate_id, correction, 1.0, NULL, NULL,
+            SELECT [feedback_id], request_id, 'correction', NULL, candidate_id, correction, {scale}, NULL, NULL,
                    {common}, NULL
             FROM judgments WHERE reason IS NULL AND correction IS NOT NULL AND candidate_id IS NOT NULL
             """
@@ -423,7 +439,7 @@ class Pipeline:
             )  # fmt: skip
         checks += [
             (
-                f"d.derivation = 'score' AND d.margin < {float(self.config.min_margin)!r}",
+                f"d.derivation = 'score' AND d.score_chosen - d.score_rejected < {float(self.config.min_margin)!r}",
                 "below_min_margin",
             ),
             (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,8 @@ def test_rankings_with_tie_groups(log: LogBuilder, tmp_path: Path, mode: str, ex
     result = run(log.log_dir, tmp_path / "out", rankings=mode, include_margin=True)
     assert pairs(result) == expected
     margins = {(r["chosen"], r["rejected"]): r["margin"] for r in records(result)}
-    assert margins[("Ar", "Dr")] == 2.0
+    # three levels: best against worst is a full-strength preference, one level apart half of one
+    assert margins == {pair: 1.0 if pair == ("Ar", "Dr") else 0.5 for pair in expected}
 
 
 def test_scores_pair_up_per_scorer_with_min_margin(log: LogBuilder, tmp_path: Path) -> None:
@@ -95,8 +97,8 @@ def test_scores_pair_up_per_scorer_with_min_margin(log: LogBuilder, tmp_path: Pa
     log.score("r", "d", 100.0, key="reward", source={"type": "REWARD_MODEL", "model": "other"})
     log.commit()
     result = run(log.log_dir, tmp_path / "out", min_margin=0.5, include_margin=True, formats=["trl"])
-    got = {(r["chosen"], r["rejected"]): round(r["margin"], 6) for r in records(result)}
-    assert got == {("Ar", "Cr"): 0.8, ("Ar", "Dr"): 0.8}
+    got = {(r["chosen"], r["rejected"]): r["margin"] for r in records(result)}
+    assert got == {("Ar", "Cr"): 0.379949, ("Ar", "Dr"): 0.379949}  # no declared range: tanh(0.8 / 2)
     assert result.drop_counts == {"tie": 1, "below_min_margin": 3}
 
 
@@ -330,8 +332,8 @@ def test_optional_columns(log: LogBuilder, tmp_path: Path) -> None:
     )
     log.commit()
     result = run(log.log_dir, tmp_path / "out", include_margin=True, include_ids=True, include_provenance=True)
-    [row] = records(result, "openai")
-    assert list(row)[:3] == ["input", "preferred_output", "non_preferred_output"]
+    [row] = records(result, "trl")
+    assert list(row)[:3] == ["prompt", "chosen", "rejected"]
     assert row["margin"] == 1.0 and row["feedback_ids"] == ["f1"] and row["request_id"] == "r"
     assert (row["chosen_id"], row["rejected_id"], row["chosen_model"], row["rejected_model_version"]) == (
         "a", "b", "m1", "v2",
@@ -340,3 +342,137 @@ def test_optional_columns(log: LogBuilder, tmp_path: Path) -> None:
     assert len(row["prompt_id"]) == 64 and len(row["pair_id"]) == 32
     [unpaired] = [r for r in records(result, "trl_unpaired") if r["label"]]
     assert unpaired["candidate_id"] == "a" and unpaired["model"] == "m1"
+
+
+# --------------------------------------------------------------------------- margin: one scale
+def test_margin_is_one_bounded_scale_across_derivations(log: LogBuilder, tmp_path: Path) -> None:
+    for request_id in ("pw", "co", "st", "th"):
+        log.inference(request_id, prompt=f"prompt {request_id}")
+    log.pairwise("pw", "a", "b").correction("co", "b", "Paris is the capital.")
+    three("rk", log).ranking("rk", ["a", "b", "c", "d"])
+    stars = {"type": "CONTINUOUS", "min": 1.0, "max": 5.0}
+    log.score("st", "a", 5.0, key="stars", config=stars).score("st", "b", 2.0, key="stars", config=stars)
+    log.score("th", "a", 1).score("th", "b", 0)
+    rm = {"type": "REWARD_MODEL", "model": "rm"}
+    three("rm", log)  # raw reward-model scores, no declared range: gaps of 4.02, 4.021 and 0.001
+    log.score("rm", "a", 2.5, key="reward", source=rm).score("rm", "b", -1.52, key="reward", source=rm)
+    log.score("rm", "c", -1.521, key="reward", source=rm)
+    log.commit()
+    config = {"include_margin": True, "include_provenance": True, "formats": ["trl"]}
+    full = run(log.log_dir, tmp_path / "full", **config)
+    got = {(r["derivation"], r["prompt"], r["chosen"], r["rejected"]): r["margin"] for r in records(full)}
+    assert got == {
+        ("pairwise", "prompt pw", "Paris.", "Lyon."): 1.0,
+        ("correction", "prompt co", "Paris is the capital.", "Lyon."): 1.0,
+        # a ranking of four levels: the rank gap over 3
+        ("ranking", "prompt rk", "Ark", "Brk"): 0.333333,
+        ("ranking", "prompt rk", "Ark", "Crk"): 0.666667,
+        ("ranking", "prompt rk", "Ark", "Drk"): 1.0,
+        ("ranking", "prompt rk", "Brk", "Crk"): 0.333333,
+        ("ranking", "prompt rk", "Brk", "Drk"): 0.666667,
+        ("ranking", "prompt rk", "Crk", "Drk"): 0.333333,
+        ("score", "prompt st", "Paris.", "Lyon."): 0.75,  # 3 of the 4 points of a declared 1-5 scale
+        ("score", "prompt th", "Paris.", "Lyon."): 1.0,  # thumbs: 1 against 0, on [0, 1]
+        ("score", "prompt rm", "Arm", "Brm"): round(math.tanh(4.02 / 2), 6),  # no range: a logit gap
+        ("score", "prompt rm", "Arm", "Crm"): round(math.tanh(4.021 / 2), 6),
+        ("score", "prompt rm", "Brm", "Crm"): round(math.tanh(0.001 / 2), 6),
+    }
+    assert all(0.0 < m <= 1.0 for m in got.values())
+    half = run(log.log_dir, tmp_path / "half", margin_scale=0.5, **config)
+    halved = {(r["derivation"], r["prompt"], r["chosen"], r["rejected"]): r["margin"] for r in records(half)}
+    assert halved == pytest.approx({key: m * 0.5 for key, m in got.items()}, abs=1e-6)
+
+
+def test_margin_scale_is_validated() -> None:
+    from prefpair.compile import CompileConfigError
+
+    for bad in (0, -1.0, 11.0, float("nan")):
+        with pytest.raises(CompileConfigError) as caught:
+            CompileConfig.parse({"margin_scale": bad})
+        assert caught.value.field == "margin_scale"
+
+
+# --------------------------------------------------------------------------- openai: its own keys only
+def test_openai_lines_have_exactly_the_documented_keys_and_the_rest_goes_to_a_meta_file(
+    log: LogBuilder, tmp_path: Path
+) -> None:
+    for i in range(30):
+        log.inference(
+            f"r{i}", prompt=f"prompt {i}", candidates=[("a", f"good {i}", "m1", "v1"), ("b", f"bad {i}", "m2", "v1")]
+        )
+        log.pairwise(f"r{i}", "a", "b")
+    log.commit()
+    flags = {"include_margin": True, "include_ids": True, "include_provenance": True}
+    result = run(log.log_dir, tmp_path / "out", formats=["openai", "trl"], splits={"train": 0.5, "test": 0.5}, **flags)
+    assert set(result.per_format["openai"]) == {"train", "test"}
+    manifest = json.loads(result.manifest.read_text())
+    meta_of = {entry["path"]: entry.get("meta_of") for entry in manifest["files"]}
+    for split, rows in result.per_format["openai"].items():
+        lines = records_of(result.out_dir / "openai" / f"{split}.jsonl")
+        meta = records_of(result.out_dir / "openai" / f"{split}.meta.jsonl")
+        assert len(lines) == len(meta) == rows
+        for number, (line, side) in enumerate(zip(lines, meta, strict=True), start=1):
+            assert list(line) == ["input", "preferred_output", "non_preferred_output"]
+            assert list(line["input"]) == ["messages", "tools", "parallel_tool_calls"]
+            assert side["line"] == number
+            i = side["request_id"][1:]  # the side line describes this very line
+            assert line["input"]["messages"] == [{"role": "user", "content": f"prompt {i}"}]
+            assert line["preferred_output"] == [{"role": "assistant", "content": f"good {i}"}]
+            assert (side["chosen_id"], side["rejected_id"], side["margin"], side["derivation"]) == (
+                "a",
+                "b",
+                1.0,
+                "pairwise",
+            )
+        assert meta_of[f"openai/{split}.meta.jsonl"] == f"openai/{split}.jsonl"
+    assert "openai/train.meta.jsonl" in (result.out_dir / "README.md").read_text()
+    assert "margin" in records(result, "trl")[0]  # other formats keep their optional columns inline
+    plain = run(log.log_dir, tmp_path / "plain", formats=["openai"])
+    assert sorted(p.name for p in (plain.out_dir / "openai").iterdir()) == ["train.jsonl"]
+
+
+def records_of(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+# --------------------------------------------------------------------------- text prompts, roles
+def test_text_formats_drop_or_fold_the_system_prompt_and_turns(log: LogBuilder, tmp_path: Path) -> None:
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+             {"role": "user", "content": "Sky colour?"}]  # fmt: skip
+    log.inference("chat", prompt=None, messages=turns, system_prompt="Be brief.",
+                  candidates=[("a", "Blue.", "m", None), ("b", "Green.", "m", None)])  # fmt: skip
+    log.inference("plain", prompt="Grass colour?", candidates=[("a", "Green.", "m", None), ("b", "Red.", "m", None)])
+    log.pairwise("chat", "a", "b").pairwise("plain", "a", "b").commit()
+    formats = ["trl", "trl_unpaired"]
+    dropped = run(log.log_dir, tmp_path / "drop", formats=formats)
+    folded = run(log.log_dir, tmp_path / "fold", formats=formats, text_prompt="fold")
+    transcript = "System: Be brief.\n\nUser: Hi\n\nAssistant: Hello\n\nUser: Sky colour?\n\nAssistant:"
+    for fmt in formats:
+        assert {r["prompt"] for r in records(dropped, fmt)} == {"Hi\n\nHello\n\nSky colour?", "Grass colour?"}
+        assert {r["prompt"] for r in records(folded, fmt)} == {transcript, "User: Grass colour?\n\nAssistant:"}
+    assert "the system prompt is left out" in (dropped.out_dir / "README.md").read_text()
+    assert "`text_prompt: fold`" in (folded.out_dir / "README.md").read_text()
+    with pytest.raises(Exception, match="text_prompt"):
+        CompileConfig.parse({"text_prompt": "template"})
+
+
+def test_a_tool_role_leaves_the_pair_out_of_axolotl_chat_template_only(
+    log: LogBuilder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    turns = [{"role": "user", "content": "Weather in Paris?"}, {"role": "tool", "content": '{"temp": 21}'}]
+    log.inference(
+        "with-tool", prompt=None, messages=turns, candidates=[("a", "21 C.", "m", None), ("b", "Cold.", "m", None)]
+    )
+    log.inference("plain", prompt="Sky colour?", candidates=[("a", "Blue.", "m", None), ("b", "Green.", "m", None)])
+    log.pairwise("with-tool", "a", "b").pairwise("plain", "a", "b").commit()
+    with caplog.at_level("WARNING", logger="prefpair.compile.job"):
+        result = run(log.log_dir, tmp_path / "out", formats=["trl_conversational", "axolotl_chat_template"])
+    assert [r["messages"][-1]["content"] for r in records(result, "axolotl_chat_template")] == ["Sky colour?"]
+    assert len(records(result, "trl_conversational")) == 2
+    assert result.per_format == {"trl_conversational": {"train": 2}, "axolotl_chat_template": {"train": 1}}
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["counts"]["format_skips"] == {"axolotl_chat_template": {"unsupported_role": 1}}
+    assert [e["rows"] for e in manifest["files"] if e["path"].startswith("axolotl")] == [1]
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "request with-tool" in warning and "messages[1].role = 'tool'" in warning
+    assert "left out here: 1 (unsupported_role)" in (result.out_dir / "README.md").read_text()

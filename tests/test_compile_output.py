@@ -105,6 +105,62 @@ def test_manifest_and_card(tmp_path: Path) -> None:
     assert card.startswith("---\n") and "config_name: trl" in card and "path: trl/train.jsonl" in card
 
 
+def test_card_title_and_license(tmp_path: Path) -> None:
+    import yaml
+
+    log = LogBuilder(tmp_path / "log")
+    build_requests(log, 10)
+    log.commit()
+
+    def header(config: CompileConfig, folder: str) -> dict[str, Any]:
+        card = (compile_dataset(log.log_dir, tmp_path / folder, config).out_dir / "README.md").read_text()
+        meta: dict[str, Any] = yaml.safe_load(card.split("---\n")[1])
+        assert f"\n# {meta['pretty_name']}\n" in card
+        return meta
+
+    plain = header(CompileConfig(formats=("trl",)), "my-folder")
+    assert plain["pretty_name"] == "Preference pairs on m1, m2 (app user feedback)"  # the data's, not the folder's
+    assert plain["license"] == "unknown" and "license_name" not in plain and "license_link" not in plain
+    card = {"pretty_name": "Support chat preferences", "license": "other", "license_name": "acme-data-1.0",
+            "license_link": "https://example.com/acme-data-1.0"}  # fmt: skip
+    other = header(CompileConfig.parse({"formats": ["trl"], "card": card}), "other")
+    assert {k: other[k] for k in card} == card
+    spdx = header(CompileConfig.parse({"formats": ["trl"], "card": {"license": "Apache-2.0"}}), "spdx")
+    assert spdx["license"] == "apache-2.0"
+    for bad, field in (
+        ({"license": "other"}, "card.license_name"),
+        ({"license": "other", "license_name": "acme-1.0"}, "card.license_link"),
+        ({"license": "other", "license_name": "Acme License", "license_link": "LICENSE.md"}, "card.license_name"),
+        ({"license": "other", "license_name": "acme", "license_link": "../LICENSE"}, "card.license_link"),
+        ({"license": "mit", "license_link": "https://example.com"}, "card.license_link"),
+        ({"license": "MIT License"}, "card.license"),
+        ({"pretty_name": ""}, "card.pretty_name"),
+    ):
+        with pytest.raises(CompileConfigError) as caught:
+            CompileConfig.parse({"card": bad})
+        assert caught.value.field == field, bad
+
+
+def test_card_loading_snippet_runs_from_the_card_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    log = LogBuilder(tmp_path / "log")
+    build_requests(log, 40)
+    log.commit()
+    config = CompileConfig(formats=("openai", "axolotl_chatml_intel"), include_ids=True, seed=2)
+    result = compile_dataset(log.log_dir, tmp_path / "out", config)
+    card = (result.out_dir / "README.md").read_text()
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "openai/train.jsonl" in snippet and "meta" not in snippet
+    monkeypatch.chdir(result.out_dir)  # the folder holding the card, as the snippet says
+    scope: dict[str, Any] = {}
+    exec(compile(snippet, "README.md snippet", "exec"), scope)  # the card's own code, as a reader runs it
+    for loaded in (scope["ds"], scope["by_config"]):
+        assert {split: d.num_rows for split, d in loaded.items()} == result.per_format["openai"]
+        assert set(loaded["train"].column_names) == {"input", "preferred_output", "non_preferred_output"}
+
+
 # --------------------------------------------------------------------------- reproducible, leak-free
 def test_same_inputs_and_seed_give_byte_identical_output(tmp_path: Path) -> None:
     write_synthetic_log(tmp_path / "log", 3000, seed=5)
@@ -113,7 +169,7 @@ def test_same_inputs_and_seed_give_byte_identical_output(tmp_path: Path) -> None
                            splits={"train": 0.8, "validation": 0.1, "test": 0.1})  # fmt: skip
     first = compile_dataset(tmp_path / "log", tmp_path / "out", config)
     before = {p.relative_to(first.out_dir): p.read_bytes() for p in first.out_dir.rglob("*") if p.is_file()}
-    assert len(before) == 2 + 3 * len(FORMATS)  # card, manifest, three splits of each format
+    assert len(before) == 2 + 3 * len(FORMATS) + 3  # card, manifest, three splits of each format, openai's meta
     second = compile_dataset(tmp_path / "log", tmp_path / "out", config)  # replaces the first
     after = {p.relative_to(second.out_dir): p.read_bytes() for p in second.out_dir.rglob("*") if p.is_file()}
     assert after == before
@@ -222,7 +278,8 @@ def test_command_line(tmp_path: Path, run_cli: Any) -> None:
     log.commit()
     done = run_cli(
         "compile", "--home", str(home), "--format", "trl,openai", "--split", "train=0.5", "--split", "test=0.5",
-        "--source-type", "app_user", "--since", "2020-01-01", "--include-ids",
+        "--source-type", "app_user", "--since", "2020-01-01", "--include-ids", "--include-margin",
+        "--margin-scale", "0.5", "--text-prompt", "fold", "--pretty-name", "Kind answers", "--license", "mit",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "compiled 12 pairs" in done.stdout
@@ -230,10 +287,22 @@ def test_command_line(tmp_path: Path, run_cli: Any) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "manifest.json", "openai", "trl"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["filters"]["source_types"] == ["APP_USER"] and manifest["filters"]["since_ms"] == 1577836800000
+    assert (manifest["config"]["margin_scale"], manifest["config"]["text_prompt"]) == (0.5, "fold")
+    assert manifest["config"]["card"] == {"pretty_name": "Kind answers", "license": "mit", "license_name": None,
+                                          "license_link": None}  # fmt: skip
+    assert {row["margin"] for p in (out / "trl").glob("*.jsonl") for row in lines(p)} == {0.5}
+    assert sorted(p.name for p in (out / "openai").iterdir()) == sorted(
+        name for split in ("train", "test") for name in (f"{split}.jsonl", f"{split}.meta.jsonl")
+    )
+    refused = run_cli("compile", "--home", str(home), "--license", "other", "--license-name", "acme-1.0")
+    assert refused.returncode == 2 and "card.license_link" in refused.stderr and "Traceback" not in refused.stderr
     failed = run_cli("compile", "--home", str(tmp_path / "empty"))
     assert failed.returncode == 2 and "no committed log" in failed.stderr and "Traceback" not in failed.stderr
     helped = run_cli("compile", "--help")
     assert "--max-pairs-per-prompt" in helped.stdout and "--incremental" in helped.stdout
+    for documented in ("--margin-scale", "tanh(gap / 2)", "--text-prompt", "<split>.meta.jsonl", "`tool`",
+                       "--license-link"):  # fmt: skip
+        assert documented in helped.stdout
 
 
 def test_synthetic_log_compiles(tmp_path: Path) -> None:
