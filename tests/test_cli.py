@@ -77,7 +77,8 @@ def test_shared_flags_work_after_nested_commands(run_cli: RunCli, tmp_path: Path
 
 def test_json_logs_are_one_object_per_line() -> None:
     code = (
-        "from prefpair.cli import configure_logging; import logging; configure_logging('INFO', 'json'); "
+        "from prefpair.cli.logs import LogConfig, configure_logging; import logging; "
+        "configure_logging(LogConfig(log_level='INFO', log_format='json')); "
         "logging.getLogger('prefpair.x').info('joined %d rows', 3); logging.getLogger('prefpair.y').debug('hidden')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
@@ -86,3 +87,4 @@ def test_json_logs_are_one_object_per_line() -> None:
     entry = json.loads(lines[0])
     assert entry["level"] == "INFO" and entry["logger"] == "prefpair.x" and entry["message"] == "joined 3 rows"
     assert entry["ts"].endswith("Z")
+
