@@ -5,8 +5,9 @@ Each command module exposes ``register(subparsers)`` which adds its parser and s
 :mod:`prefpair.flags` (flags > ``PREFPAIR_*`` environment > defaults). Every command also takes
 the shared settings (:class:`~prefpair.config.Settings`) and logging flags.
 
-Errors that prefpair raises on purpose end as one line on stderr and exit code 2; a traceback
-means a bug.
+Errors end as one line on stderr, ``prefpair <command>: error: ...``: exit 2 for the errors
+prefpair raises on purpose (bad input, unreachable cluster, ...), exit 74 (``EX_IOERR``) when the
+operating system refuses (disk full, no permission, read-only file system). A traceback means a bug.
 
 This package is the top floor: it may import every other part of prefpair, and none imports it.
 """
@@ -14,7 +15,9 @@ This package is the top floor: it may import every other part of prefpair, and n
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -35,6 +38,7 @@ COMMAND_MODULES = (
 )
 
 EXIT_ERROR = 2
+EXIT_OS_ERROR = 74  # EX_IOERR of sysexits.h
 
 
 def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +85,14 @@ def leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParse
     return leaves
 
 
+def describe_os_error(exc: OSError) -> str:
+    """``EACCES (/data/log): Permission denied``: what the system said, about which path."""
+    what = errno.errorcode.get(exc.errno, type(exc).__name__) if exc.errno else type(exc).__name__
+    paths = " -> ".join(os.fsdecode(path) for path in (exc.filename, exc.filename2) if path is not None)
+    reason = exc.strerror or str(exc)
+    return f"{what} ({paths}): {reason}" if paths else f"{what}: {reason}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -91,6 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PrefpairError as exc:
         print(f"prefpair {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        # Whoever read our output stopped (`prefpair feedback list | head`): nothing to report.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        print(f"prefpair {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_OS_ERROR
     except KeyboardInterrupt:
         print(f"prefpair {args.command}: interrupted", file=sys.stderr)
         return 130

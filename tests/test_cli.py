@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -88,3 +89,24 @@ def test_json_logs_are_one_object_per_line() -> None:
     assert entry["level"] == "INFO" and entry["logger"] == "prefpair.x" and entry["message"] == "joined 3 rows"
     assert entry["ts"].endswith("Z")
 
+
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_an_os_error_is_one_line_naming_the_path(run_cli: RunCli, tmp_path: Path) -> None:
+    """ENOTDIR, EACCES, EROFS, ENOSPC...: `prefpair <command>: error: <what> (<path>): <reason>`, exit 74."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory\n")
+    result = run_cli("compact", "--home", str(a_file))
+    assert result.returncode == 74
+    assert _one_line(result) == f"prefpair compact: error: ENOTDIR ({a_file}/log): Not a directory"
+
+    # Nobody, not even root, may create a directory in /sys (EPERM for root, EACCES for others).
+    home = "/sys/prefpair-test-home"
+    result = run_cli("consume", "--home", home, "--bootstrap-servers", "127.0.0.1:1", "--until-caught-up")
+    assert result.returncode == 74
+    pattern = rf"prefpair consume: error: E(PERM|ACCES) \({home}[^)]*\): (Operation not permitted|Permission denied)"
+    assert re.fullmatch(pattern, _one_line(result))
