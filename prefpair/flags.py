@@ -68,24 +68,15 @@ class Flags(Generic[M]):
     """The flags and variables of one config model, and the loader that merges and validates them.
 
     ``env_prefix`` None gives flags without variables (query options such as ``feedback list``'s).
-    ``error`` is the ConfigError subclass raised for a bad value.
     """
 
-    def __init__(self, model: type[M], *, env_prefix: str | None, error: type[ConfigError] = ConfigError) -> None:
+    def __init__(self, model: type[M], *, env_prefix: str | None) -> None:
         self.model = model
         self.env_prefix = env_prefix
-        self.error = error
         self.options: tuple[Option, ...] = tuple(_options(model, env_prefix, model.__name__, ""))
         envs = [option.env for option in self.options if option.env]
         if len(set(envs)) != len(envs):
             raise ValueError(f"{model.__name__}: two fields read the same environment variable")
-
-    def option(self, path: str) -> Option:
-        """The option of field ``path``."""
-        for option in self.options:
-            if option.path == path:
-                return option
-        raise KeyError(path)
 
     def add_arguments(
         self, container: Container, *, only: Collection[str] | None = None, exclude: Collection[str] = ()
@@ -128,11 +119,11 @@ class Flags(Generic[M]):
         sources: dict[str, str] = {}
         for option in self.options:
             if option.env is not None and option.env in environ:
-                flat[option.path] = self._from_env(option, environ[option.env])
+                flat[option.path] = _from_env(option, option.env, environ[option.env])
                 sources[option.path] = option.env
             if isinstance(given, argparse.Namespace):
                 if hasattr(given, option.dest):
-                    flat[option.path] = self._from_flag(option, getattr(given, option.dest))
+                    flat[option.path] = _from_flag(option, getattr(given, option.dest))
                     sources[option.path] = option.flag or option.path
             elif given is not None and given.get(option.path) is not None:
                 flat[option.path] = given[option.path]
@@ -140,35 +131,12 @@ class Flags(Generic[M]):
         return _nest(flat), sources
 
     def validate(self, values: Mapping[str, Any], sources: Mapping[str, str]) -> M:
-        """``values`` as the model; a pydantic error becomes ``self.error`` naming its source."""
+        """``values`` as the model; a pydantic error becomes a ConfigError naming its source."""
         try:
             return self.model.model_validate(values)
         except ValidationError as exc:
             field, reason = first_problem(exc, self.model.__name__, indices=False)
-            raise self.error(field, reason.removeprefix("Value error, "), source=_source(field, sources)) from None
-
-    def _from_flag(self, option: Option, value: Any) -> Any:
-        if option.kind == "list":
-            return [option.normalized(item) for item in _comma_list(value)]
-        if option.kind == "dict":
-            return dict(self._pair(option, item, option.flag or option.path) for item in value)
-        return value
-
-    def _from_env(self, option: Option, raw: str) -> Any:
-        assert option.env is not None
-        if raw == "" and option.nullable:
-            return None
-        if option.kind == "list":
-            return [option.normalized(item) for item in _comma_list([raw])]
-        if option.kind == "dict":
-            return dict(self._pair(option, item, option.env) for item in _comma_list([raw]))
-        return option.normalized(raw)
-
-    def _pair(self, option: Option, item: str, source: str) -> tuple[str, str]:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise self.error(option.path, f"expected KEY=VALUE, got {item!r}", source=source)
-        return key.strip(), value.strip()
+            raise ConfigError(field, reason.removeprefix("Value error, "), source=_source(field, sources)) from None
 
 
 # ---------------------------------------------------------------------------- deriving options
@@ -271,6 +239,31 @@ def _shown(default: Any) -> str:
 
 
 # ---------------------------------------------------------------------------- merging
+def _from_flag(option: Option, value: Any) -> Any:
+    if option.kind == "list":
+        return [option.normalized(item) for item in _comma_list(value)]
+    if option.kind == "dict":
+        return dict(_pair(option, item, option.flag or option.path) for item in value)
+    return value
+
+
+def _from_env(option: Option, name: str, raw: str) -> Any:
+    if raw == "" and option.nullable:
+        return None
+    if option.kind == "list":
+        return [option.normalized(item) for item in _comma_list([raw])]
+    if option.kind == "dict":
+        return dict(_pair(option, item, name) for item in _comma_list([raw]))
+    return option.normalized(raw)
+
+
+def _pair(option: Option, item: str, source: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(option.path, f"expected KEY=VALUE, got {item!r}", source=source)
+    return key.strip(), value.strip()
+
+
 def _within(path: str, names: Collection[str]) -> bool:
     return any(path == name or path.startswith(name + ".") for name in names)
 
