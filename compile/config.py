@@ -1,13 +1,14 @@
 """What a compile does: one frozen, validated object (formats, pair rules, filters, sampling, split).
 
-Every default lives here; the command line (:mod:`prefpair.compile.cli`) reads its defaults and
-help texts from these fields.
+Every default lives here; the command line's flags and ``PREFPAIR_COMPILE_*`` variables are
+derived from these fields (:data:`COMPILE_FLAGS`, :mod:`prefpair.flags`).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime
 from typing import Any, Literal, Self, get_args
 
 import pydantic
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from prefpair.compile.exceptions import CompileConfigError
 from prefpair.errors import first_problem
+from prefpair.flags import Flags
 from prefpair.schemas.models import SourceType
 
 Format = Literal[
@@ -50,18 +52,54 @@ class CompileFilters(_Frozen):
     """Which judgments and pairs to keep. Empty lists keep everything."""
 
     since_ms: int | None = Field(
-        default=None, ge=0, description="keep judgments at or after (epoch ms; the command line also takes ISO-8601)"
+        default=None,
+        ge=0,
+        description="keep judgments at or after (epoch ms, or ISO-8601 such as 2026-11-01; UTC if no zone)",
+        json_schema_extra={"flag": "--since", "metavar": "TIME"},
     )
     until_ms: int | None = Field(
-        default=None, ge=0, description="keep judgments before (epoch ms; the command line also takes ISO-8601)"
+        default=None,
+        ge=0,
+        description="keep judgments before (epoch ms, or ISO-8601; UTC if no zone)",
+        json_schema_extra={"flag": "--until", "metavar": "TIME"},
     )
-    models: tuple[str, ...] = Field(default=(), description="keep pairs whose outputs all come from these models")
-    model_versions: tuple[str, ...] = Field(default=(), description="... from these model versions")
-    source_types: tuple[str, ...] = Field(default=(), description="keep judgments from these source types")
-    keys: tuple[str, ...] = Field(default=(), description="keep judgments with these feedback keys")
-    environments: tuple[str, ...] = Field(default=(), description="keep requests from these environments")
-    users: tuple[str, ...] = Field(default=(), description="keep requests of these user ids")
-    tags: tuple[str, ...] = Field(default=(), description="keep requests carrying any of these tags")
+    models: tuple[str, ...] = Field(
+        default=(),
+        description="keep pairs whose outputs all come from these models",
+        json_schema_extra={"flag": "--model"},
+    )
+    model_versions: tuple[str, ...] = Field(
+        default=(), description="... from these model versions", json_schema_extra={"flag": "--model-version"}
+    )
+    source_types: tuple[str, ...] = Field(
+        default=(), description="keep judgments from these source types", json_schema_extra={"flag": "--source-type"}
+    )
+    keys: tuple[str, ...] = Field(
+        default=(), description="keep judgments with these feedback keys", json_schema_extra={"flag": "--key"}
+    )
+    environments: tuple[str, ...] = Field(
+        default=(), description="keep requests from these environments", json_schema_extra={"flag": "--environment"}
+    )
+    users: tuple[str, ...] = Field(
+        default=(), description="keep requests of these user ids", json_schema_extra={"flag": "--user"}
+    )
+    tags: tuple[str, ...] = Field(
+        default=(), description="keep requests carrying any of these tags", json_schema_extra={"flag": "--tag"}
+    )
+
+    @field_validator("since_ms", "until_ms", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> Any:
+        """An ISO-8601 time (UTC when it names no zone) as epoch milliseconds; numbers pass."""
+        if not isinstance(value, str) or value.strip().isdigit():
+            return value
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"expected epoch milliseconds or an ISO-8601 time, got {value!r}") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return int(moment.timestamp() * 1000)
 
     @field_validator("source_types")
     @classmethod
@@ -153,7 +191,9 @@ class CardConfig(_Frozen):
 class CompileConfig(_Frozen):
     """Everything a compile needs besides its input log and output directory."""
 
-    formats: tuple[Format, ...] = Field(default=FORMATS, min_length=1, description="output formats")
+    formats: tuple[Format, ...] = Field(
+        default=FORMATS, min_length=1, description="output formats", json_schema_extra={"flag": "--format"}
+    )
     rankings: Literal["all_pairs", "best_worst"] = Field(
         default="all_pairs", description="pairs from a ranking: every better/worse pair, or best against worst"
     )
@@ -167,7 +207,8 @@ class CompileConfig(_Frozen):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     splits: dict[str, float] = Field(
         default_factory=lambda: {"train": 0.9, "test": 0.1},
-        description="split name -> fraction of prompts (by prompt hash; fractions sum to 1)",
+        description="split name and fraction of prompts (by prompt hash; fractions sum to 1)",
+        json_schema_extra={"flag": "--split", "metavar": "NAME=FRACTION"},
     )
     seed: int = Field(default=0, description="seed of every sampling decision and of the output order")
     include_margin: bool = Field(
@@ -240,3 +281,7 @@ class CompileConfig(_Frozen):
         if not SIZE.match(value.strip()):
             raise ValueError(f"expected a size like 4GB or 512MB, got {value!r}")
         return value.strip()
+
+
+COMPILE_FLAGS = Flags(CompileConfig, env_prefix="PREFPAIR_COMPILE_")
+"""``--format``, ``--since``, ``PREFPAIR_COMPILE_SEED``, ...: the flags and variables of :class:`CompileConfig`."""

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from prefpair.flags import Flags
+
 DEFAULT_GROUP_ID = "prefpair-consumer"
 
 
@@ -70,9 +72,16 @@ class ConsumerConfig(BaseModel):
         default="snappy", description="Parquet compression of log files."
     )
     batch_size: int = Field(default=1000, ge=1, le=100_000, description="Messages fetched per poll.")
-    progress_interval_s: float = Field(default=10.0, gt=0, description="Seconds between progress lines.")
+    progress_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds between progress lines.",
+        json_schema_extra={"flag": "--progress-interval"},
+    )
     metrics_path: str | None = Field(
-        default=None, description="Write metrics here (JSON, and Prometheus text beside it as .prom)."
+        default=None,
+        description="Write metrics here (JSON, and Prometheus text beside it as .prom).",
+        json_schema_extra={"flag": "--metrics-file"},
     )
     session_timeout_ms: int = Field(
         default=10_000,
@@ -80,5 +89,12 @@ class ConsumerConfig(BaseModel):
         description="Kafka session timeout: how soon the group notices a dead member and hands its partitions on.",
     )
     assignment_timeout_s: float = Field(
-        default=60.0, gt=0, description="--until-caught-up: give up if no partition is assigned by then."
+        default=60.0,
+        gt=0,
+        description="With --until-caught-up: seconds after which to give up if no partition is assigned.",
+        json_schema_extra={"flag": "--assignment-timeout"},
     )
+
+
+CONSUMER_FLAGS = Flags(ConsumerConfig, env_prefix="PREFPAIR_CONSUMER_")
+"""``--grace-ms``, ``PREFPAIR_CONSUMER_GRACE_MS``, ...: the flags and variables of :class:`ConsumerConfig`."""

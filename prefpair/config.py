@@ -8,18 +8,21 @@ code change: ``PREFPAIR_KAFKA_SASL_MECHANISMS=PLAIN`` becomes ``sasl.mechanisms=
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from prefpair.errors import ConfigError, first_problem
+from prefpair.errors import ConfigError
+from prefpair.flags import Flags
 
 ENV_PREFIX = "PREFPAIR_"
 KAFKA_ENV_PREFIX = "PREFPAIR_KAFKA_"
+KAFKA_CONFIG_FILE_ENV = KAFKA_ENV_PREFIX + "CONFIG_FILE"
 SECRET_MARKERS = ("password", "secret", "token", "key.pem", "private", "sasl.jaas")
 
 DEFAULT_INFERENCE_TOPIC = "prefpair.inference"
@@ -40,18 +43,31 @@ class Settings(BaseModel):
         default=Path(".prefpair"),
         description="Where the local broker, the Parquet log and compiled datasets live by default.",
     )
-    inference_topic: str = Field(default=DEFAULT_INFERENCE_TOPIC, min_length=1)
-    feedback_topic: str = Field(default=DEFAULT_FEEDBACK_TOPIC, min_length=1)
-    dead_letter_topic: str = Field(default=DEFAULT_DEAD_LETTER_TOPIC, min_length=1)
-    partitions: int = Field(default=4, ge=1, le=10_000)
-    replication_factor: int = Field(default=1, ge=1, le=32)
-    retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+    inference_topic: str = Field(
+        default=DEFAULT_INFERENCE_TOPIC, min_length=1, description="Topic of the inference events."
+    )
+    feedback_topic: str = Field(
+        default=DEFAULT_FEEDBACK_TOPIC, min_length=1, description="Topic of the feedback events."
+    )
+    dead_letter_topic: str = Field(
+        default=DEFAULT_DEAD_LETTER_TOPIC,
+        min_length=1,
+        description="Topic of the messages the consumer could not decode or validate.",
+    )
+    partitions: int = Field(default=4, ge=1, le=10_000, description="Partitions of each new topic.")
+    replication_factor: int = Field(default=1, ge=1, le=32, description="Replicas of each partition of a new topic.")
+    retention_ms: int = Field(
+        default=7 * 24 * 3600 * 1000, ge=-1, description="Retention of each new topic in ms; -1 keeps events for ever."
+    )
     schema_registry_url: str | None = Field(
         default=None,
         description="Use Confluent Schema Registry framing instead of Avro single-object encoding.",
     )
     kafka: Mapping[str, str] = Field(
-        default_factory=dict, description="librdkafka options passed through unchanged."
+        default_factory=dict,
+        description="A librdkafka option passed through unchanged; also PREFPAIR_KAFKA_<KEY> "
+        "(_ for .) and PREFPAIR_KAFKA_CONFIG_FILE (a .properties file).",
+        json_schema_extra={"flag": "--kafka-option", "env": None},
     )
 
     @field_validator("kafka")
@@ -78,36 +94,21 @@ class Settings(BaseModel):
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(
-        cls, flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+        cls, flags: argparse.Namespace | Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
     ) -> Settings:
-        """Merge flags (highest), ``PREFPAIR_*`` environment, then defaults; raise ConfigError."""
+        """Merge flags (highest), ``PREFPAIR_*`` environment, then defaults; raise ConfigError.
+
+        ``flags`` are parsed arguments, or a mapping of field -> value (None: not given).
+        librdkafka options merge, flags over ``PREFPAIR_KAFKA_<KEY>`` over ``PREFPAIR_KAFKA_CONFIG_FILE``.
+        """
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        kafka: dict[str, str] = {}
-        config_file = env.get(KAFKA_ENV_PREFIX + "CONFIG_FILE")
-        if config_file:
-            kafka.update(read_properties(Path(config_file)))
-        for name, raw in env.items():
-            if name == KAFKA_ENV_PREFIX + "CONFIG_FILE":
-                continue
-            if name.startswith(KAFKA_ENV_PREFIX):
-                kafka[name[len(KAFKA_ENV_PREFIX) :].lower().replace("_", ".")] = raw
-            elif name.startswith(ENV_PREFIX):
-                field = name[len(ENV_PREFIX) :].lower()
-                if field in cls.model_fields and field != "kafka":
-                    values[field] = raw
-        for field, value in (flags or {}).items():
-            if value is None:
-                continue
-            if field == "kafka":
-                kafka.update(value)
-            else:
-                values[field] = value
+        values, sources = SETTINGS_FLAGS.gather(flags, env)
+        kafka = kafka_environment(env)
+        if kafka and "kafka" not in sources:
+            sources["kafka"] = KAFKA_ENV_PREFIX + "*"
+        kafka.update(values.get("kafka") or {})
         values["kafka"] = kafka
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            raise ConfigError(*first_problem(exc, "settings")) from None
+        return SETTINGS_FLAGS.validate(values, sources)
 
     def redacted(self) -> dict[str, Any]:
         """A loggable view: secrets in passthrough options are masked."""
@@ -121,6 +122,13 @@ class Settings(BaseModel):
         return f"Settings({json.dumps(self.redacted(), sort_keys=True)})"
 
     __str__ = __repr__
+
+
+SETTINGS_FLAGS = Flags(Settings, env_prefix=ENV_PREFIX)
+"""Flags and ``PREFPAIR_<FIELD>`` variables of :class:`Settings` (``--home``, ``PREFPAIR_HOME``, ...)."""
+
+TOPIC_LAYOUT = ("partitions", "replication_factor", "retention_ms")
+"""Settings that only ``prefpair topics create`` takes as flags (every command reads their variables)."""
 
 
 def is_secret(option: str) -> bool:
@@ -137,14 +145,15 @@ def redact_url(url: str) -> str:
     return f"{scheme}://***@{rest.split('@', 1)[1]}"
 
 
-def parse_kafka_options(pairs: list[str] | None) -> dict[str, str]:
-    """Turn ``["key=value", ...]`` from ``--kafka-option`` flags into a dict."""
+def kafka_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """librdkafka options from ``PREFPAIR_KAFKA_<KEY>`` (``_`` for ``.``) over ``PREFPAIR_KAFKA_CONFIG_FILE``."""
     options: dict[str, str] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError("kafka", f"expected KEY=VALUE, got {pair!r}")
-        options[key.strip()] = value
+    config_file = environ.get(KAFKA_CONFIG_FILE_ENV)
+    if config_file:
+        options.update(read_properties(Path(config_file)))
+    for name, raw in environ.items():
+        if name.startswith(KAFKA_ENV_PREFIX) and name != KAFKA_CONFIG_FILE_ENV:
+            options[name[len(KAFKA_ENV_PREFIX) :].lower().replace("_", ".")] = raw
     return options
 
 

@@ -20,13 +20,15 @@ class PrefpairError(Exception):
 class ConfigError(PrefpairError):
     """A setting is missing, malformed or refused by the Kafka client.
 
-    Keeps the offending ``field`` so tools can point at it.
+    Keeps the offending ``field`` so tools can point at it, and the ``source`` of the bad value
+    when it is known (the flag or ``PREFPAIR_*`` variable that gave it), which the message names.
     """
 
-    def __init__(self, field: str, reason: str) -> None:
+    def __init__(self, field: str, reason: str, *, source: str | None = None) -> None:
         self.field = field
         self.reason = reason
-        super().__init__(f"{field}: {reason}")
+        self.source = source
+        super().__init__(f"{source or field}: {reason}")
 
 
 class KafkaUnavailableError(PrefpairError):

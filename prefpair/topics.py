@@ -22,9 +22,11 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
     ConfigResource,
     NewTopic,
 )
+from pydantic import BaseModel, ConfigDict, Field
 
-from prefpair.config import Settings
+from prefpair.config import SETTINGS_FLAGS, TOPIC_LAYOUT, Settings
 from prefpair.errors import ConfigError, PrefpairError
+from prefpair.flags import Flags
 from prefpair.kafka import client_config, create_admin, resolve_bootstrap, wait_for_cluster
 
 log = logging.getLogger(__name__)
@@ -218,6 +220,17 @@ def _wait_for_leaders(
 
 
 # ---------------------------------------------------------------------------- command line
+class TopicsCommand(BaseModel):
+    """Options of ``prefpair topics create|describe`` besides the settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0, description="Seconds to wait for the cluster.")
+
+
+TOPICS_FLAGS = Flags(TopicsCommand, env_prefix="PREFPAIR_TOPICS_")
+
+
 def register(subparsers: Any) -> None:
     """Add ``prefpair topics create|describe``."""
     parser = subparsers.add_parser(
@@ -233,36 +246,19 @@ def register(subparsers: Any) -> None:
         description="Create the inference and feedback topics with the same partition count, and "
         "the dead-letter topic. Existing co-partitioned topics are kept as they are.",
     )
-    create.add_argument("--partitions", type=int, help="partitions of each topic [PREFPAIR_PARTITIONS, 4]")
-    create.add_argument(
-        "--replication-factor", type=int, help="replicas of each partition [PREFPAIR_REPLICATION_FACTOR, 1]"
-    )
-    create.add_argument(
-        "--retention-ms",
-        type=int,
-        help="retention of each topic, -1 for ever [PREFPAIR_RETENTION_MS, 7 days]",
-    )
-    _add_timeout(create)
+    SETTINGS_FLAGS.add_arguments(create, only=TOPIC_LAYOUT)
+    TOPICS_FLAGS.add_arguments(create)
     create.set_defaults(func=_create_command)
 
     describe = actions.add_parser(
         "describe", help="show partitions, replicas and retention; exit 1 if a topic is missing"
     )
-    _add_timeout(describe)
+    TOPICS_FLAGS.add_arguments(describe)
     describe.set_defaults(func=_describe_command)
 
 
-def _add_timeout(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        help=f"seconds to wait for the cluster [{DEFAULT_TIMEOUT:.0f}]",
-    )
-
-
 def _create_command(args: argparse.Namespace, settings: Settings) -> int:
-    report = create_topics(settings, timeout=args.timeout)
+    report = create_topics(settings, timeout=TOPICS_FLAGS.load(args).timeout)
     for name, count in report.partitions.items():
         note = "created" if name in report.created else "exists"
         print(f"{name}\t{count} partitions\t{note}")
@@ -270,7 +266,7 @@ def _create_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _describe_command(args: argparse.Namespace, settings: Settings) -> int:
-    topics = describe_topics(settings, timeout=args.timeout)
+    topics = describe_topics(settings, timeout=TOPICS_FLAGS.load(args).timeout)
     for name, info in topics.items():
         if info is None:
             print(f"{name}\tmissing")

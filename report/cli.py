@@ -6,18 +6,26 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import pydantic
+from pydantic import BaseModel, ConfigDict, Field
 
 from prefpair.config import Settings
-from prefpair.errors import first_problem
+from prefpair.flags import Flags
 from prefpair.report.build import build_report
-from prefpair.report.config import DEFAULT_BOOTSTRAP_ROUNDS, DEFAULT_CONFIDENCE, ReportConfig
-from prefpair.report.exceptions import ReportInputError
+from prefpair.report.config import REPORT_FLAGS
 
 
-def _dead_letters(value: str) -> int | Path:
-    """A count, or the path of the consumer's JSON metrics file."""
-    return int(value) if value.strip().isdigit() else Path(value)
+class ReportJob(BaseModel):
+    """Where a report reads and writes (what it computes is :class:`ReportConfig`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    log_dir: Path | None = Field(default=None, description="The consumer's Parquet log; unset means <home>/log.")
+    out: Path | None = Field(
+        default=None, description="Folder for report.html and report.json; unset means <home>/report."
+    )
+
+
+JOB_FLAGS = Flags(ReportJob, env_prefix="PREFPAIR_REPORT_")
 
 
 def register(subparsers: Any) -> None:
@@ -27,56 +35,15 @@ def register(subparsers: Any) -> None:
         description="Analyse the Parquet log (or a compiled dataset) and write report.html "
         "(self-contained: plots inline, nothing fetched) and report.json (every number in the page).",
     )
-    parser.add_argument("--log-dir", type=Path, help="the consumer's Parquet log [HOME/log]")
-    parser.add_argument("--out", type=Path, help="folder for report.html and report.json [HOME/report]")
-    parser.add_argument("--dataset", type=Path, metavar="DIR", help="report over a compiled dataset instead of the log")
-    parser.add_argument("--manifest", type=Path, help="manifest.json of the last compile: shows its drop counts")
-    parser.add_argument(
-        "--dead-letters",
-        type=_dead_letters,
-        metavar="N|FILE",
-        help="dead-letter count, or the consumer's JSON metrics file holding one",
-    )
-    parser.add_argument(
-        "--bootstrap-rounds",
-        type=int,
-        default=DEFAULT_BOOTSTRAP_ROUNDS,
-        help=f"bootstrap rounds of the rating intervals [{DEFAULT_BOOTSTRAP_ROUNDS}]",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap [0]")
-    parser.add_argument("--per-source", action="store_true", help="also rate models per source type")
-    parser.add_argument(
-        "--score-pairs",
-        action="store_true",
-        help="also rate models (and check bias across all sources) from pairs implied by two scores of one "
-        "source, such as a reward model's; they always count in their own source type's rows",
-    )
-    parser.add_argument(
-        "--confidence",
-        type=float,
-        default=DEFAULT_CONFIDENCE,
-        help=f"level of every interval, between 0.5 and 1 [{DEFAULT_CONFIDENCE}]",
-    )
+    JOB_FLAGS.add_arguments(parser)
+    REPORT_FLAGS.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        config = ReportConfig(
-            bootstrap_rounds=args.bootstrap_rounds,
-            seed=args.seed,
-            per_source=args.per_source,
-            score_pairs_in_ratings=args.score_pairs,
-            confidence=args.confidence,
-            dead_letters=args.dead_letters,
-            manifest=args.manifest,
-            dataset=args.dataset,
-        )
-    except pydantic.ValidationError as exc:
-        raise ReportInputError(*first_problem(exc, "report")) from None
-    log_dir = args.log_dir or settings.log_dir
-    out_dir = args.out or settings.home / "report"
-    report = build_report(log_dir, out_dir, config)
+    job = JOB_FLAGS.load(args)
+    config = REPORT_FLAGS.load(args)
+    report = build_report(job.log_dir or settings.log_dir, job.out or settings.home / "report", config)
     ratings = report.ratings
     print(f"report: {report.html_path}")
     print(f"data:   {report.json_path}")

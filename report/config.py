@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from prefpair.flags import Flags
+
 DEFAULT_BOOTSTRAP_ROUNDS = 200
 DEFAULT_ELO_K = 4.0
 DEFAULT_CONFIDENCE = 0.95
@@ -24,21 +26,36 @@ class ReportConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    bootstrap_rounds: int = Field(default=DEFAULT_BOOTSTRAP_ROUNDS, ge=0, le=100_000)
+    bootstrap_rounds: int = Field(
+        default=DEFAULT_BOOTSTRAP_ROUNDS, ge=0, le=100_000, description="Bootstrap rounds of the rating intervals."
+    )
     seed: int = Field(default=0, description="Seed of the bootstrap resampling: same input, same report.")
-    elo_k: float = Field(default=DEFAULT_ELO_K, gt=0)
+    elo_k: float = Field(default=DEFAULT_ELO_K, gt=0, description="K factor of the Elo ratings.")
     confidence: float = Field(default=DEFAULT_CONFIDENCE, gt=0.5, lt=1.0, description="Level of every interval.")
     per_source: bool = Field(default=False, description="Also rate models separately per source type.")
     score_pairs_in_ratings: bool = Field(
         default=False,
-        description="Also rate from pairs implied by two scores of one source on one request "
-        "(reward models); they always count for agreement.",
+        description="Also rate models (and check bias across all sources) from pairs implied by two scores of one "
+        "source on one request, such as a reward model's; they always count in their own source type's rows.",
+        json_schema_extra={"flag": "--score-pairs"},
     )
     bt_prior: float = Field(
         default=0.01, ge=0, description="L2 penalty on Bradley-Terry strengths: keeps undefeated models finite."
     )
     time_buckets: int = Field(default=24, ge=2, le=500, description="Points of the over-time plots.")
-    dead_letters: int | Path | None = None
-    manifest: Path | None = None
-    dataset: Path | None = Field(default=None, description="Report over a compiled dataset instead of the log.")
-    title: str = "prefpair preference report"
+    dead_letters: int | Path | None = Field(
+        default=None,
+        description="Dead-letter count, or the consumer's JSON metrics file holding one.",
+        json_schema_extra={"metavar": "N|FILE"},
+    )
+    manifest: Path | None = Field(default=None, description="manifest.json of the last compile: shows its drop counts.")
+    dataset: Path | None = Field(
+        default=None,
+        description="Report over a compiled dataset instead of the log.",
+        json_schema_extra={"metavar": "DIR"},
+    )
+    title: str = Field(default="prefpair preference report", description="Title of the page.")
+
+
+REPORT_FLAGS = Flags(ReportConfig, env_prefix="PREFPAIR_REPORT_")
+"""``--seed``, ``PREFPAIR_REPORT_SEED``, ...: the flags and variables of :class:`ReportConfig`."""

@@ -11,83 +11,79 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from prefpair.config import Settings
 from prefpair.errors import ConfigError
+from prefpair.flags import Flags
 from prefpair.schemas import SourceType
-from prefpair.service.config import ServiceConfig, TokenReuse, TokenSecret
+from prefpair.service.config import SERVICE_FLAGS, ServiceConfig, TokenSecret
 from prefpair.service.exceptions import BadCursorError
 from prefpair.service.reads import MAX_LIMIT, FeedbackFilter, LogReader
 
 log = logging.getLogger("prefpair.service")
 
 
+class FeedbackQuery(BaseModel):
+    """What ``prefpair feedback list`` (and ``show --request-id``) reads from the log."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str | None = Field(default=None, description="Only this request.")
+    key: str | None = Field(default=None, description="Only this feedback key.")
+    source_type: SourceType | None = Field(default=None, description="Only feedback from this source type.")
+    has_score: bool | None = Field(default=None, description="Only feedback with (or without) a score.")
+    has_comment: bool | None = Field(default=None, description="Only feedback with (or without) a comment.")
+    since_ms: int | None = Field(
+        default=None,
+        description="Created at or after (ISO 8601).",
+        json_schema_extra={"flag": "--since", "metavar": "TIME"},
+    )
+    until_ms: int | None = Field(
+        default=None,
+        description="Created before (ISO 8601).",
+        json_schema_extra={"flag": "--until", "metavar": "TIME"},
+    )
+    limit: int = Field(default=100, ge=1, le=MAX_LIMIT, description=f"Rows per page (at most {MAX_LIMIT}).")
+    cursor: str | None = Field(default=None, description="Continue after a previous page (printed on stderr).")
+    all: bool = Field(default=False, description="Follow cursors to the end.")
+
+    @field_validator("since_ms", "until_ms", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return parse_time(value)
+            except argparse.ArgumentTypeError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+SERVE_HELP = (
+    "Serve the feedback API: writes go to Kafka (2xx once acknowledged), reads come from the Parquet log. "
+    "API keys and token secrets come from the environment or files, never from flags."
+)
+QUERY_FLAGS = Flags(FeedbackQuery, env_prefix=None)  # a query, not a setting: no variables
+
+
 def register(subparsers: Any) -> None:
     """Add ``serve`` and ``feedback`` (with ``list`` and ``show``) to the ``prefpair`` command."""
     serve = subparsers.add_parser(
-        "serve",
-        help="serve the feedback HTTP API (OpenAPI at /openapi.json)",
-        description="Serve the feedback API: writes go to Kafka (2xx once acknowledged), reads come from the "
-        "Parquet log. API keys and token secrets come from the environment or files, never from flags.",
+        "serve", help="serve the feedback HTTP API (OpenAPI at /openapi.json)", description=SERVE_HELP
     )
-    serve.add_argument("--host", help="address to listen on [PREFPAIR_SERVICE_HOST, 127.0.0.1]")
-    serve.add_argument("--port", type=int, help="port [PREFPAIR_SERVICE_PORT, 8080]")
-    serve.add_argument(
-        "--api-keys-file", help="file with one API key a line [PREFPAIR_API_KEYS_FILE; or PREFPAIR_API_KEYS]"
-    )
-    serve.add_argument(
-        "--token-secrets-file",
-        help="file with KID:SECRET lines, current first [PREFPAIR_TOKEN_SECRETS_FILE; or "
-        "PREFPAIR_TOKEN_SECRETS]",
-    )
-    serve.add_argument(
-        "--public-url",
-        dest="public_base_url",
-        help="base URL of presigned links [PREFPAIR_PUBLIC_URL, http://HOST:PORT]",
-    )
-    serve.add_argument(
-        "--max-body-bytes", type=int, help="larger bodies get 413 [PREFPAIR_MAX_BODY_BYTES, 262144]"
-    )
-    serve.add_argument("--key-rate", type=float, help="requests/s per API key [PREFPAIR_KEY_RATE, 50]")
-    serve.add_argument("--key-burst", type=int, help="burst per API key [PREFPAIR_KEY_BURST, 200]")
-    serve.add_argument(
-        "--token-rate", type=float, help="requests/s per presigned token [PREFPAIR_TOKEN_RATE, 0.5]"
-    )
-    serve.add_argument("--token-burst", type=int, help="burst per presigned token [PREFPAIR_TOKEN_BURST, 5]")
-    serve.add_argument(
-        "--cors-origin",
-        dest="cors_origins",
-        action="append",
-        help="allowed browser origin, repeatable [PREFPAIR_CORS_ORIGINS]",
-    )
-    serve.add_argument(
-        "--token-reuse",
-        choices=[r.value for r in TokenReuse],
-        help="single: one submission per token; expiry: any until it expires [PREFPAIR_TOKEN_REUSE]",
-    )
-    serve.add_argument(
-        "--token-ttl", type=int, help="default token lifetime, seconds [PREFPAIR_TOKEN_TTL, 86400]"
-    )
+    SERVICE_FLAGS.add_arguments(serve)
     serve.set_defaults(func=serve_command)
 
     feedback = subparsers.add_parser("feedback", help="read resolved feedback from the Parquet log")
     commands = feedback.add_subparsers(dest="feedback_command", metavar="SUBCOMMAND", required=True)
     listing = commands.add_parser("list", help="print resolved feedback as JSON lines, oldest first")
-    listing.add_argument("--request-id")
-    listing.add_argument("--key")
-    listing.add_argument("--source-type", choices=[s.value for s in SourceType])
-    listing.add_argument("--has-score", action=argparse.BooleanOptionalAction, default=None)
-    listing.add_argument("--has-comment", action=argparse.BooleanOptionalAction, default=None)
-    listing.add_argument("--since", type=parse_time, help="created at or after (ISO 8601)")
-    listing.add_argument("--until", type=parse_time, help="created before (ISO 8601)")
-    listing.add_argument("--limit", type=int, default=100, help=f"rows per page (max {MAX_LIMIT}) [100]")
-    listing.add_argument("--cursor", help="continue after a previous page (printed on stderr)")
-    listing.add_argument("--all", action="store_true", help="follow cursors to the end")
+    QUERY_FLAGS.add_arguments(listing)
     listing.set_defaults(func=list_command)
     show = commands.add_parser(
         "show", help="print one resolved feedback, or a request with its inference and feedback, as JSON"
     )
     show.add_argument("feedback_id", nargs="?", help="the feedback to show")
-    show.add_argument("--request-id", help="show this request: its inference event and all its feedback")
+    QUERY_FLAGS.add_arguments(show, only=("request_id",))
     show.set_defaults(func=show_command)
 
 
@@ -108,41 +104,41 @@ def _print(row: dict[str, Any]) -> None:
 
 def list_command(args: argparse.Namespace, settings: Settings) -> int:
     """``prefpair feedback list``: one JSON object per line; the next cursor goes to stderr."""
-    if not 1 <= args.limit <= MAX_LIMIT:
-        raise ConfigError("limit", f"must be between 1 and {MAX_LIMIT}")
+    query = QUERY_FLAGS.load(args)
     reader = LogReader(settings.log_dir)
     where = FeedbackFilter(
-        request_id=args.request_id,
-        key=args.key,
-        source_type=args.source_type,
-        has_score=args.has_score,
-        has_comment=args.has_comment,
-        since_ms=args.since,
-        until_ms=args.until,
+        request_id=query.request_id,
+        key=query.key,
+        source_type=query.source_type.value if query.source_type else None,
+        has_score=query.has_score,
+        has_comment=query.has_comment,
+        since_ms=query.since_ms,
+        until_ms=query.until_ms,
     )
-    cursor = args.cursor
+    cursor = query.cursor
     while True:
         try:
-            rows, cursor = reader.list_feedback(where, args.limit, cursor)
+            rows, cursor = reader.list_feedback(where, query.limit, cursor)
         except BadCursorError as exc:
             raise ConfigError("cursor", exc.reason) from None
         for row in rows:
             _print(row)
         if cursor is None:
             return 0
-        if not args.all:
+        if not query.all:
             print(f"next cursor: {cursor}", file=sys.stderr)
             return 0
 
 
 def show_command(args: argparse.Namespace, settings: Settings) -> int:
     """``prefpair feedback show ID`` or ``--request-id R``: exit 1 when absent (or deleted)."""
-    if (args.feedback_id is None) == (args.request_id is None):
+    request_id = QUERY_FLAGS.load(args).request_id
+    if (args.feedback_id is None) == (request_id is None):
         raise ConfigError("feedback show", "give either a FEEDBACK_ID or --request-id, not both")
     reader = LogReader(settings.log_dir)
-    if args.request_id is not None:
-        found = reader.get_request(args.request_id)
-        missing = f"request {args.request_id!r} is not in the log"
+    if request_id is not None:
+        found = reader.get_request(request_id)
+        missing = f"request {request_id!r} is not in the log"
     else:
         found = reader.get_feedback(args.feedback_id)
         missing = f"feedback {args.feedback_id!r} is not in the log (or was deleted)"
@@ -153,26 +149,9 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-SERVE_FLAGS = (
-    "host",
-    "port",
-    "api_keys_file",
-    "token_secrets_file",
-    "public_base_url",
-    "max_body_bytes",
-    "key_rate",
-    "key_burst",
-    "token_rate",
-    "token_burst",
-    "cors_origins",
-    "token_reuse",
-    "token_ttl",
-)
-
-
 def service_config_from_args(args: argparse.Namespace) -> ServiceConfig:
     """Flags > environment > defaults; without any token secret, an ephemeral one (with a warning)."""
-    config = ServiceConfig.load({name: getattr(args, name, None) for name in SERVE_FLAGS})
+    config = ServiceConfig.load(args)
     if not config.api_keys:
         raise ConfigError("api_keys", "none configured: set PREFPAIR_API_KEYS or --api-keys-file")
     if not config.token_secrets:

@@ -1,24 +1,18 @@
 """Settings of ``prefpair serve``: one frozen object built from flags > ``PREFPAIR_*`` environment > defaults.
 
 Secrets (API keys, token signing secrets) are :class:`~pydantic.SecretStr`, so printing the
-config never shows them. Environment variables:
-
+config never shows them, and they come from the environment or files, never from flags:
 ``PREFPAIR_API_KEYS`` (comma list) / ``PREFPAIR_API_KEYS_FILE`` (one key a line, ``#`` comments),
 ``PREFPAIR_TOKEN_SECRETS`` (comma list of ``KID:SECRET``, the current one first; older ones are
-still accepted for checking, which is how a secret is rotated) / ``PREFPAIR_TOKEN_SECRETS_FILE``,
-``PREFPAIR_SERVICE_HOST``, ``PREFPAIR_SERVICE_PORT``, ``PREFPAIR_PUBLIC_URL``,
-``PREFPAIR_MAX_BODY_BYTES``, ``PREFPAIR_KEY_RATE`` / ``PREFPAIR_KEY_BURST``,
-``PREFPAIR_TOKEN_RATE`` / ``PREFPAIR_TOKEN_BURST``, ``PREFPAIR_CORS_ORIGINS`` (comma list),
-``PREFPAIR_TRUSTED_PROXIES`` (comma list of proxy addresses or networks whose ``X-Forwarded-For`` is believed),
-``PREFPAIR_TOKEN_REUSE`` (``single`` or ``expiry``), ``PREFPAIR_TOKEN_TTL`` / ``PREFPAIR_TOKEN_MAX_TTL``
-(seconds), ``PREFPAIR_IDEMPOTENCY_CACHE_SIZE``, ``PREFPAIR_USED_TOKENS_CACHE_SIZE``,
-``PREFPAIR_ACK_TIMEOUT``.
+still accepted for checking, which is how a secret is rotated) / ``PREFPAIR_TOKEN_SECRETS_FILE``.
+Every other field is a flag and a variable (:data:`SERVICE_FLAGS`; ``prefpair serve --help``
+lists them): ``--port`` / ``PREFPAIR_SERVICE_PORT``, ``--key-rate`` / ``PREFPAIR_KEY_RATE``, ...
 """
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
-import os
 import re
 from collections.abc import Mapping
 from enum import StrEnum
@@ -30,12 +24,12 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from prefpair.errors import ConfigError, first_problem
+from prefpair.flags import Flags
 
 KID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
@@ -75,43 +69,75 @@ class ServiceConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    api_keys: tuple[SecretStr, ...] = ()
+    host: str = Field(
+        default="127.0.0.1", description="Address to listen on.", json_schema_extra={"env": "PREFPAIR_SERVICE_HOST"}
+    )
+    port: int = Field(
+        default=8080,
+        ge=0,
+        le=65535,
+        description="Port to listen on.",
+        json_schema_extra={"env": "PREFPAIR_SERVICE_PORT"},
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="File with one API key a line (# comments); adds to PREFPAIR_API_KEYS."
+    )
+    api_keys: tuple[SecretStr, ...] = Field(
+        default=(),
+        validate_default=True,
+        description="API keys, comma separated (never a flag: flags show in process lists).",
+        json_schema_extra={"flag": None},
+    )
+    token_secrets_file: Path | None = Field(
+        default=None, description="File with KID:SECRET lines, the current one first; adds to PREFPAIR_TOKEN_SECRETS."
+    )
     token_secrets: tuple[TokenSecret, ...] = Field(
-        default=(), description="Current signing secret first; the others are only accepted when checking."
+        default=(),
+        validate_default=True,
+        description="KID:SECRET signing secrets, comma separated, the current one first; the others are only "
+        "accepted when checking (how a secret is rotated).",
+        json_schema_extra={"flag": None},
     )
     public_base_url: str | None = Field(
-        default=None, description="Base of the presigned URLs handed out; default http://HOST:PORT."
+        default=None,
+        description="Base of the presigned URLs handed out; unset means http://HOST:PORT.",
+        json_schema_extra={"flag": "--public-url", "env": "PREFPAIR_PUBLIC_URL"},
     )
-    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Larger request bodies get 413.")
     key_rate: float = Field(default=50.0, gt=0, description="Requests per second per API key (refill).")
-    key_burst: int = Field(default=200, ge=1)
+    key_burst: int = Field(default=200, ge=1, description="Burst of requests per API key.")
     token_rate: float = Field(default=0.5, gt=0, description="Requests per second per presigned token.")
-    token_burst: int = Field(default=5, ge=1)
+    token_burst: int = Field(default=5, ge=1, description="Burst of requests per presigned token.")
     auth_failure_rate: float = Field(
         default=0.2, gt=0, description="Failed authentications per second a client address gets back (refill)."
     )
     auth_failure_burst: int = Field(
         default=20, ge=1, description="Failed authentications a client address may make before it is locked out."
     )
-    cors_origins: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = Field(
+        default=(), description="Allowed browser origins.", json_schema_extra={"flag": "--cors-origin"}
+    )
     trusted_proxies: tuple[str, ...] = Field(
         default=(),
         description="Addresses (or networks, or '*') of reverse proxies whose X-Forwarded-For and "
         "X-Forwarded-Proto headers are believed (uvicorn's forwarded_allow_ips); default none: the client "
         "address is the TCP peer's, so a client cannot pick the address its failed authentications count "
         "against.",
+        json_schema_extra={"flag": "--trusted-proxy"},
     )
-    token_reuse: TokenReuse = TokenReuse.SINGLE
+    token_reuse: TokenReuse = Field(
+        default=TokenReuse.SINGLE, description="single: one submission per token; expiry: any until it expires."
+    )
     token_ttl: int = Field(default=24 * 3600, ge=1, description="Default token lifetime in seconds.")
-    token_max_ttl: int = Field(default=30 * 24 * 3600, ge=1)
-    idempotency_cache_size: int = Field(default=100_000, ge=1)
-    used_tokens_cache_size: int = Field(default=1_000_000, ge=1)
-    ack_timeout: float = Field(
-        default=30.0, gt=0, description="Seconds to wait for the broker's acknowledgement."
+    token_max_ttl: int = Field(default=30 * 24 * 3600, ge=1, description="Longest token lifetime a caller may ask for.")
+    idempotency_cache_size: int = Field(
+        default=100_000, ge=1, description="Idempotency keys remembered (their answers are replayed)."
     )
-    max_batch: int = Field(default=1000, ge=1)
+    used_tokens_cache_size: int = Field(
+        default=1_000_000, ge=1, description="Single-use tokens remembered as used."
+    )
+    ack_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for the broker's acknowledgement.")
+    max_batch: int = Field(default=1000, ge=1, description="Feedback events per batch request at most.")
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -126,6 +152,27 @@ class ServiceConfig(BaseModel):
             except ValueError:
                 raise ValueError(f"{entry!r} is not an IP address or network (like 10.0.0.0/8)") from None
         return value
+
+    @field_validator("api_keys_file", "token_secrets_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            _read_lines(value)
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys(cls, value: Any, info: ValidationInfo) -> tuple[Any, ...]:
+        """The keys given, then those of ``api_keys_file``."""
+        path = info.data.get("api_keys_file")
+        return (*_listed(value), *(_read_lines(path) if path else ()))
+
+    @field_validator("token_secrets", mode="before")
+    @classmethod
+    def _secrets(cls, value: Any, info: ValidationInfo) -> tuple[Any, ...]:
+        """The secrets given, then those of ``token_secrets_file``; ``KID:SECRET`` text is parsed."""
+        path = info.data.get("token_secrets_file")
+        return tuple(_secret(item) for item in (*_listed(value), *(_read_lines(path) if path else ())))
 
     @model_validator(mode="after")
     def _check(self) -> ServiceConfig:
@@ -151,91 +198,40 @@ class ServiceConfig(BaseModel):
 
     __str__ = __repr__
 
-    # ------------------------------------------------------------------ loading
     @classmethod
     def load(
-        cls, flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+        cls, flags: argparse.Namespace | Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
     ) -> ServiceConfig:
         """Merge flags (highest), ``PREFPAIR_*`` environment, then defaults; raise ConfigError."""
-        env = os.environ if environ is None else environ
-        flags = {k: v for k, v in (flags or {}).items() if v is not None}
-        values: dict[str, Any] = {}
-        for field, name in _ENV_NAMES.items():
-            if name in env and env[name] != "":
-                values[field] = env[name]
-        values.update(flags)
-        keys_file = values.pop("api_keys_file", None)
-        secrets_file = values.pop("token_secrets_file", None)
-        try:
-            keys = _split(values.pop("api_keys", None))
-            if keys_file:
-                keys += _read_lines(Path(keys_file), "api_keys_file")
-            values["api_keys"] = tuple(keys)
-            secrets = _split(values.pop("token_secrets", None))
-            if secrets_file:
-                secrets += _read_lines(Path(secrets_file), "token_secrets_file")
-            values["token_secrets"] = tuple(_parse_secret(s) for s in secrets)
-            for name in ("cors_origins", "trusted_proxies"):
-                if name in values:
-                    values[name] = tuple(_split(values[name]))
-            return cls(**values)
-        except ValidationError as exc:
-            field, message = first_problem(exc, "service", indices=False)
-            raise ConfigError(field, _clean(message)) from None
+        return SERVICE_FLAGS.load(flags, environ)
 
 
-_ENV_NAMES = {
-    "host": "PREFPAIR_SERVICE_HOST",
-    "port": "PREFPAIR_SERVICE_PORT",
-    "api_keys": "PREFPAIR_API_KEYS",
-    "api_keys_file": "PREFPAIR_API_KEYS_FILE",
-    "token_secrets": "PREFPAIR_TOKEN_SECRETS",
-    "token_secrets_file": "PREFPAIR_TOKEN_SECRETS_FILE",
-    "public_base_url": "PREFPAIR_PUBLIC_URL",
-    "max_body_bytes": "PREFPAIR_MAX_BODY_BYTES",
-    "key_rate": "PREFPAIR_KEY_RATE",
-    "key_burst": "PREFPAIR_KEY_BURST",
-    "token_rate": "PREFPAIR_TOKEN_RATE",
-    "token_burst": "PREFPAIR_TOKEN_BURST",
-    "auth_failure_rate": "PREFPAIR_AUTH_FAILURE_RATE",
-    "auth_failure_burst": "PREFPAIR_AUTH_FAILURE_BURST",
-    "cors_origins": "PREFPAIR_CORS_ORIGINS",
-    "trusted_proxies": "PREFPAIR_TRUSTED_PROXIES",
-    "token_reuse": "PREFPAIR_TOKEN_REUSE",
-    "token_ttl": "PREFPAIR_TOKEN_TTL",
-    "token_max_ttl": "PREFPAIR_TOKEN_MAX_TTL",
-    "idempotency_cache_size": "PREFPAIR_IDEMPOTENCY_CACHE_SIZE",
-    "used_tokens_cache_size": "PREFPAIR_USED_TOKENS_CACHE_SIZE",
-    "ack_timeout": "PREFPAIR_ACK_TIMEOUT",
-}
+SERVICE_FLAGS = Flags(ServiceConfig, env_prefix="PREFPAIR_")
+"""The flags and variables of :class:`ServiceConfig` (``--port``, ``PREFPAIR_SERVICE_PORT``, ...)."""
 
 
-def _split(raw: Any) -> list[str]:
+def _listed(raw: Any) -> list[Any]:
+    """A comma list (text) or a sequence as a list; blanks dropped."""
     if raw is None:
         return []
     if isinstance(raw, str):
         return [part.strip() for part in raw.split(",") if part.strip()]
-    return [str(part).strip() for part in raw if str(part).strip()]
+    return [part.strip() if isinstance(part, str) else part for part in raw if part != ""]
 
 
-def _read_lines(path: Path, field: str) -> list[str]:
+def _read_lines(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(field, f"cannot read {path}: {exc.strerror}") from None
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _parse_secret(raw: str) -> TokenSecret:
-    kid, sep, secret = raw.partition(":")
+def _secret(item: Any) -> Any:
+    """``KID:SECRET`` as the fields of a TokenSecret; anything else is left to validation."""
+    if not isinstance(item, str):
+        return item
+    kid, sep, secret = item.partition(":")
     if not sep:
-        raise ConfigError("token_secrets", "expected KID:SECRET (the key id goes into each token)")
-    try:
-        return TokenSecret(kid=kid.strip(), secret=SecretStr(secret.strip()))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"token_secrets.{first['loc'][0]}", _clean(first["msg"])) from None
-
-
-def _clean(message: str) -> str:
-    return message.removeprefix("Value error, ")
+        raise ValueError("expected KID:SECRET (the key id goes into each token)")
+    return {"kid": kid.strip(), "secret": secret.strip()}

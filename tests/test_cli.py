@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -77,7 +78,8 @@ def test_shared_flags_work_after_nested_commands(run_cli: RunCli, tmp_path: Path
 
 def test_json_logs_are_one_object_per_line() -> None:
     code = (
-        "from prefpair.cli import configure_logging; import logging; configure_logging('INFO', 'json'); "
+        "from prefpair.cli.logs import LogConfig, configure_logging; import logging; "
+        "configure_logging(LogConfig(log_level='INFO', log_format='json')); "
         "logging.getLogger('prefpair.x').info('joined %d rows', 3); logging.getLogger('prefpair.y').debug('hidden')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
@@ -86,3 +88,25 @@ def test_json_logs_are_one_object_per_line() -> None:
     entry = json.loads(lines[0])
     assert entry["level"] == "INFO" and entry["logger"] == "prefpair.x" and entry["message"] == "joined 3 rows"
     assert entry["ts"].endswith("Z")
+
+
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_an_os_error_is_one_line_naming_the_path(run_cli: RunCli, tmp_path: Path) -> None:
+    """ENOTDIR, EACCES, EROFS, ENOSPC...: `prefpair <command>: error: <what> (<path>): <reason>`, exit 74."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory\n")
+    result = run_cli("compact", "--home", str(a_file))
+    assert result.returncode == 74
+    assert _one_line(result) == f"prefpair compact: error: ENOTDIR ({a_file}/log): Not a directory"
+
+    # Nobody, not even root, may create a directory in /sys (EPERM for root, EACCES for others).
+    home = "/sys/prefpair-test-home"
+    result = run_cli("consume", "--home", home, "--bootstrap-servers", "127.0.0.1:1", "--until-caught-up")
+    assert result.returncode == 74
+    pattern = rf"prefpair consume: error: E(PERM|ACCES) \({home}[^)]*\): (Operation not permitted|Permission denied)"
+    assert re.fullmatch(pattern, _one_line(result))

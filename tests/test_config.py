@@ -15,12 +15,7 @@ from pathlib import Path
 import pytest
 
 from prefpair.cli import build_parser, settings_from_args
-from prefpair.config import (
-    DEFAULT_FEEDBACK_TOPIC,
-    DEFAULT_INFERENCE_TOPIC,
-    Settings,
-    parse_kafka_options,
-)
+from prefpair.config import DEFAULT_FEEDBACK_TOPIC, DEFAULT_INFERENCE_TOPIC, Settings
 from prefpair.errors import ConfigError, KafkaUnavailableError
 from prefpair.kafka import client_config, create_admin, create_producer, resolve_bootstrap, wait_for_cluster
 
@@ -125,10 +120,15 @@ def test_invalid_settings_are_config_errors(environ: dict[str, str], field: str)
     assert raised.value.field == field
 
 
-def test_malformed_kafka_option_flag() -> None:
-    with pytest.raises(ConfigError, match="KEY=VALUE"):
-        parse_kafka_options(["acks"])
-    assert parse_kafka_options(["a.b=1=2"]) == {"a.b": "1=2"}
+def test_malformed_kafka_option_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("PREFPAIR_")]:
+        monkeypatch.delenv(name)
+    parser = build_parser()
+    with pytest.raises(ConfigError, match="KEY=VALUE") as raised:
+        settings_from_args(parser.parse_args(["topics", "describe", "--kafka-option", "acks"]))
+    assert raised.value.field == "kafka" and raised.value.source == "--kafka-option"
+    parsed = settings_from_args(parser.parse_args(["topics", "describe", "--kafka-option", "a.b=1=2"]))
+    assert parsed.kafka == {"a.b": "1=2"}
 
 
 def test_invalid_setting_via_cli_is_one_line(run_cli: RunCli) -> None:
@@ -136,7 +136,8 @@ def test_invalid_setting_via_cli_is_one_line(run_cli: RunCli) -> None:
         "topics", "create", env={"PREFPAIR_PARTITIONS": "0", "PREFPAIR_BOOTSTRAP_SERVERS": "x:1"}
     )
     assert result.returncode == 2
-    assert "partitions" in _one_error_line(result)
+    expected = "prefpair topics: error: PREFPAIR_PARTITIONS: Input should be greater than or equal to 1"
+    assert _one_error_line(result) == expected
 
 
 # ---------------------------------------------------------------------------- librdkafka and the cluster

@@ -14,9 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from prefpair.broker.exceptions import BrokerError
 from prefpair.broker.manager import (
     CACHE_ENV,
+    DEFAULT_HEAP,
     DEFAULT_START_TIMEOUT,
     DEFAULT_STOP_TIMEOUT,
     KAFKA_VERSION,
@@ -25,8 +28,43 @@ from prefpair.broker.manager import (
     is_fetched,
 )
 from prefpair.config import Settings
+from prefpair.flags import Flags
 
 EXIT_NOT_RUNNING = 3
+
+
+class BrokerCommand(BaseModel):
+    """Options of ``prefpair broker fetch|start|stop|status``; each action takes the ones it uses."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path | None = Field(default=None, description="Broker data directory; unset means <home>/broker.")
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Where the jars are cached; unset means $XDG_CACHE_HOME/prefpair or ~/.cache/prefpair.",
+        json_schema_extra={"env": CACHE_ENV},
+    )
+    port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Broker port on 127.0.0.1; unset means the recorded port, else a free one.",
+    )
+    controller_port: int | None = Field(
+        default=None, ge=1, le=65535, description="KRaft controller port on 127.0.0.1; unset means recorded, else free."
+    )
+    heap: str = Field(default=DEFAULT_HEAP, pattern=r"^[0-9]+[kKmMgG]?$", description="JVM max heap, e.g. 512m or 1g.")
+    start_timeout: float = Field(
+        default=DEFAULT_START_TIMEOUT, gt=0, description="Seconds to wait for the broker to answer.",
+        json_schema_extra={"flag": "--timeout"},
+    )  # fmt: skip
+    stop_timeout: float = Field(
+        default=DEFAULT_STOP_TIMEOUT, gt=0, description="Seconds to wait after SIGTERM before SIGKILL.",
+        json_schema_extra={"flag": "--timeout"},
+    )  # fmt: skip
+
+
+BROKER_FLAGS = Flags(BrokerCommand, env_prefix="PREFPAIR_BROKER_")  # heap: PREFPAIR_BROKER_HEAP, as the manager reads
 
 
 def register(subparsers: Any) -> None:
@@ -45,57 +83,31 @@ def register(subparsers: Any) -> None:
     fetch_parser = actions.add_parser(
         "fetch", help="download the broker's jars from Maven Central (once; later calls are instant)"
     )
-    _add_cache_dir(fetch_parser)
+    BROKER_FLAGS.add_arguments(fetch_parser, only=("cache_dir",))
     fetch_parser.set_defaults(func=_fetch)
 
     start = actions.add_parser("start", help="start the broker and print its bootstrap address")
-    _add_data_dir(start)
-    _add_cache_dir(start)
-    start.add_argument("--port", type=int, help="broker port on 127.0.0.1 [recorded port, else a free one]")
-    start.add_argument(
-        "--controller-port", type=int, help="KRaft controller port on 127.0.0.1 [recorded, else free]"
+    BROKER_FLAGS.add_arguments(
+        start, only=("data_dir", "cache_dir", "port", "controller_port", "start_timeout", "heap")
     )
-    start.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_START_TIMEOUT,
-        help=f"seconds to wait for the broker to answer [{DEFAULT_START_TIMEOUT:.0f}]",
-    )
-    start.add_argument("--heap", help="JVM max heap, e.g. 512m or 1g [PREFPAIR_BROKER_HEAP, 512m]")
     start.set_defaults(func=_start)
 
     stop = actions.add_parser("stop", help="stop the broker (data is kept)")
-    _add_data_dir(stop)
-    stop.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_STOP_TIMEOUT,
-        help=f"seconds to wait after SIGTERM before SIGKILL [{DEFAULT_STOP_TIMEOUT:.0f}]",
-    )
+    BROKER_FLAGS.add_arguments(stop, only=("data_dir", "stop_timeout"))
     stop.set_defaults(func=_stop)
 
     status = actions.add_parser("status", help="say whether the broker runs; exit 0 if so, 3 if not")
-    _add_data_dir(status)
+    BROKER_FLAGS.add_arguments(status, only=("data_dir",))
     status.set_defaults(func=_status)
 
 
-def _add_data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, help="broker data directory [<home>/broker]")
-
-
-def _add_cache_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--cache-dir", type=Path, help=f"where jars are cached [{CACHE_ENV}, ~/.cache/prefpair]"
-    )
-
-
-def _broker(args: argparse.Namespace, settings: Settings) -> LocalBroker:
+def _broker(options: BrokerCommand, settings: Settings) -> LocalBroker:
     return LocalBroker(
-        data_dir=args.data_dir or settings.broker_dir,
-        cache_dir=getattr(args, "cache_dir", None),
-        port=getattr(args, "port", None),
-        controller_port=getattr(args, "controller_port", None),
-        heap=getattr(args, "heap", None),
+        data_dir=options.data_dir or settings.broker_dir,
+        cache_dir=options.cache_dir,
+        port=options.port,
+        controller_port=options.controller_port,
+        heap=options.heap,
     )
 
 
@@ -108,9 +120,10 @@ def _show_tail(exc: BrokerError) -> None:
 
 
 def _fetch(args: argparse.Namespace, settings: Settings) -> int:
-    cached = is_fetched(args.cache_dir)
+    cache_dir = BROKER_FLAGS.load(args).cache_dir
+    cached = is_fetched(cache_dir)
     try:
-        libs = fetch(args.cache_dir)
+        libs = fetch(cache_dir)
     except BrokerError as exc:
         _show_tail(exc)
         raise
@@ -121,9 +134,10 @@ def _fetch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _start(args: argparse.Namespace, settings: Settings) -> int:
-    broker = _broker(args, settings)
+    options = BROKER_FLAGS.load(args)
+    broker = _broker(options, settings)
     try:
-        address = broker.start(timeout=args.timeout)
+        address = broker.start(timeout=options.start_timeout)
     except BrokerError as exc:
         _show_tail(exc)
         raise
@@ -132,14 +146,15 @@ def _start(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _stop(args: argparse.Namespace, settings: Settings) -> int:
-    broker = _broker(args, settings)
-    stopped = broker.stop(timeout=args.timeout)
+    options = BROKER_FLAGS.load(args)
+    broker = _broker(options, settings)
+    stopped = broker.stop(timeout=options.stop_timeout)
     print("stopped" if stopped else f"not running (data dir {broker.data_dir})")
     return 0
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    status = _broker(args, settings).status()
+    status = _broker(BROKER_FLAGS.load(args), settings).status()
     print(status.describe())
     return 0 if status.running else EXIT_NOT_RUNNING
 

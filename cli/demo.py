@@ -18,13 +18,16 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from prefpair.cli.logs import LOG_FLAGS
 from prefpair.compile import CompileConfig, CompileResult, compile_dataset
 from prefpair.config import Settings
 from prefpair.consumers import ConsumerConfig, ConsumerDaemon, RunStats
+from prefpair.flags import Flags
 from prefpair.kafka import client_config, create_producer
 from prefpair.producers import PreferenceLogger
 from prefpair.producers.simulate import SimulationStats, TrafficSimulator, TrafficSpec
@@ -36,13 +39,19 @@ DEMO_GRACE_MS = 3_000
 """Feedback waits this long for its inference in the demo (the daemon's default is 5 minutes)."""
 
 
-@dataclass(frozen=True)
-class DemoOptions:
-    requests: int
-    seed: int
-    partitions: int
-    keep_broker: bool
-    report: bool
+class DemoOptions(BaseModel):
+    """What ``prefpair demo`` simulates and keeps."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    requests: int = Field(default=3000, ge=1, description="Simulated requests.")
+    seed: int = Field(default=7, description="Seed of the simulation and the compile.")
+    partitions: int = Field(default=4, ge=1, description="Partitions of each topic of the run.")
+    report: bool = Field(default=True, description="Write the analytics report.")
+    keep_broker: bool = Field(default=False, description="Leave the local broker running if the demo started it.")
+
+
+DEMO_FLAGS = Flags(DemoOptions, env_prefix="PREFPAIR_DEMO_")
 
 
 def register(subparsers: Any) -> None:
@@ -52,19 +61,14 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--requests", type=int, default=3000, help="simulated requests (default 3000)")
-    parser.add_argument("--seed", type=int, default=7, help="seed of the simulation and the compile (default 7)")
-    parser.add_argument("--partitions", type=int, default=4, help="partitions per topic (default 4)")
-    parser.add_argument("--no-report", action="store_true", help="skip the analytics report")
-    parser.add_argument(
-        "--keep-broker", action="store_true", help="leave the local broker running if the demo started it"
-    )
+    DEMO_FLAGS.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    options = DemoOptions(args.requests, args.seed, args.partitions, args.keep_broker, not args.no_report)
-    if getattr(args, "log_level", None) is None:  # the steps and progress bars say enough; --log-level INFO for more
+    options = DEMO_FLAGS.load(args)
+    if "log_level" not in LOG_FLAGS.load(args).model_fields_set:
+        # The steps and progress bars say enough; --log-level INFO for more.
         logging.getLogger("prefpair").setLevel(logging.WARNING)
     run_id = time.strftime("%Y%m%d-%H%M%S")
     folder = (settings.home / "demo" / run_id).resolve()

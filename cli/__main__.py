@@ -1,0 +1,7 @@
+"""``python -m prefpair.cli``: the same as the ``prefpair`` command."""
+
+import sys
+
+from prefpair.cli import main
+
+sys.exit(main())
