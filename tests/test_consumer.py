@@ -222,7 +222,8 @@ def test_exactly_once_through_repeated_sigkill(make_settings: MakeSettings) -> N
     for _ in range(30):
         segments_before = len(list(committed_segments(settings.log_dir)))
         flush_ms = str(rng.choice([100, 300, 1000]))  # static membership: a restart takes over at once
-        command = consume_cmd("--flush-interval-ms", flush_ms, "--instance-id", "restarted", until_caught_up=False)
+        command = consume_cmd("--flush-interval-ms", flush_ms, "--backlog-flush-interval-ms", flush_ms,
+                              "--instance-id", "restarted", until_caught_up=False)
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         assigned = threading.Event()
         threading.Thread(target=_watch_for, args=(proc, "assigned partition", assigned), daemon=True).start()
@@ -258,22 +259,31 @@ def test_exactly_once_through_repeated_sigkill(make_settings: MakeSettings) -> N
 @pytest.mark.slow
 def test_two_instances_with_rebalance_mid_run(make_settings: MakeSettings) -> None:
     settings = make_settings(partitions=4)
-    work = send_workload(settings, n_requests=21_000, seed=3)
+    first_half = send_workload(settings, n_requests=12_000, seed=3)
     env = cli_env(settings)
-    first = subprocess.Popen(consume_cmd("--flush-interval-ms", "200"), env=env, stdout=subprocess.PIPE,
+    small_segments = ("--flush-interval-ms", "200", "--backlog-flush-interval-ms", "200")  # the first commits early
+    first = subprocess.Popen(consume_cmd(*small_segments, until_caught_up=False), env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
     _wait_for(lambda: any(True for _ in committed_segments(settings.log_dir)), 60)
-    assert first.poll() is None, "the first instance finished before the second could join"
-    second = subprocess.Popen(consume_cmd("--flush-interval-ms", "200"), env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)  # fmt: skip
-    out_first, err_first = first.communicate(timeout=600)
-    out_second, err_second = second.communicate(timeout=600)
+    assert first.poll() is None
+    second = subprocess.Popen(consume_cmd(*small_segments), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    assigned = threading.Event()
+    watcher = threading.Thread(target=_watch_for, args=(second, "assigned partition", assigned), daemon=True)
+    watcher.start()
+    assert assigned.wait(60), "the second instance was given no partition"
+    second_half = send_workload(settings, n_requests=9_000, seed=4)  # traffic goes on after the rebalance
+    assert second.wait(600) == 0
+    first.send_signal(signal.SIGTERM)
+    out_first, err_first = first.communicate(timeout=120)
     assert first.returncode == 0, err_first[-3000:]
-    assert second.returncode == 0, err_second[-3000:]
     assert "revoked" in err_first  # the first instance handed partitions over mid-run
-    stats = [json.loads(out.strip().splitlines()[-1]) for out in (out_first, out_second)]
+    assert second.stdout is not None
+    stats = [json.loads(out.strip().splitlines()[-1]) for out in (out_first, second.stdout.read())]
     assert all(s["consumed"] > 0 for s in stats), "both instances must have done part of the work"
-    assert_exact(settings, work)
+    assert_exact(settings, Workload(first_half.inference_ids | second_half.inference_ids,
+                                    first_half.feedback_ids | second_half.feedback_ids,
+                                    first_half.poison + second_half.poison))  # fmt: skip
 
 
 def test_sigterm_flushes_commits_and_exits(make_settings: MakeSettings, run_cli: Any) -> None:
@@ -351,7 +361,7 @@ def test_consume_help_and_bad_option(run_cli: Any, make_settings: MakeSettings) 
     assert help_text.returncode == 0 and "--until-caught-up" in help_text.stdout and "--grace-ms" in help_text.stdout
     settings = make_settings(partitions=1)
     bad = run_cli("consume", "--flush-interval-ms", "1", settings=settings, timeout=30)
-    assert bad.returncode == 2 and "flush_interval_ms" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "--flush-interval-ms" in bad.stderr and "Traceback" not in bad.stderr
 
 
 @pytest.mark.slow
