@@ -5,8 +5,11 @@
     result = compile_dataset(settings.log_dir, settings.datasets_dir / "prefs", CompileConfig(seed=7))
     result.split_counts, result.drop_counts, result.files
 
-Stages (:mod:`~prefpair.compile.pipeline`), formats (:mod:`~prefpair.compile.formats`), the
-output layout and incremental versions (:mod:`~prefpair.compile.output`).
+Stages (:mod:`~prefpair.compile.pipeline` runs them in order: :mod:`~prefpair.compile.resolution`,
+:mod:`~prefpair.compile.filters`, :mod:`~prefpair.compile.derivation`,
+:mod:`~prefpair.compile.sampling`, :mod:`~prefpair.compile.unpaired`), formats
+(:mod:`~prefpair.compile.formats`), the output layout and incremental versions
+(:mod:`~prefpair.compile.output`).
 """
 
 from prefpair.compile.config import FORMATS, CardConfig, CompileConfig, CompileFilters, SamplingConfig

@@ -16,7 +16,8 @@ reference); a trainer silently mis-reads a column that is off by one letter:
 A message is ``{"role": str, "content": str}``; the system prompt, when there is one, is the
 first message of conversational prompts. The text formats (``trl``, ``trl_unpaired``) write the
 prompt as the ``text_prompt`` option says (``drop``: without the system prompt, chat turns joined
-by a blank line without roles; ``fold``: a transcript, see the ``transcript`` macro of the pipeline).
+by a blank line without roles; ``fold``: a transcript, see the ``transcript`` macro in
+:mod:`prefpair.compile.sql`).
 
 Optional columns come after the format's own: ``margin`` (float), ids (``pair_id``,
 ``prompt_id``, ``request_id``, ``chosen_id``, ``rejected_id``, ``feedback_ids``) and provenance
@@ -34,7 +35,7 @@ from typing import Any
 
 from prefpair.compile.config import CompileConfig, Format
 
-# Macros chat() / prompt_text() / candidate_text() are defined by the pipeline (prefpair.compile.pipeline).
+# Macros chat() / prompt_text() / candidate_text() are defined in prefpair.compile.sql.
 CONVERSATION = (
     "CASE WHEN system_prompt IS NOT NULL AND system_prompt <> '' "
     "THEN list_concat([{'role': 'system', 'content': system_prompt}], chat(prompt_messages, 'user', prompt_text)) "

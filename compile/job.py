@@ -31,7 +31,8 @@ from prefpair.compile.formats import (
     projection,
     unsupported_role_sql,
 )
-from prefpair.compile.pipeline import Pipeline, sql_string
+from prefpair.compile.pipeline import Pipeline
+from prefpair.compile.sql import sql_string
 from prefpair.durable import fsync_path
 from prefpair.schemas.log import TABLES, committed_segments, table_files
 

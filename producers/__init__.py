@@ -1,10 +1,17 @@
 """The producer SDK: :class:`PreferenceLogger` logs inference and feedback events from serving code.
 
 Events are validated and encoded in the caller, then delivered by librdkafka with an
-idempotent producer, keyed by request id. ``simulate`` holds the synthetic traffic of the demo
-and the benchmarks.
+idempotent producer, keyed by request id. ``logger`` holds the public calls, ``events`` turns
+their arguments into events and Avro records, ``delivery`` sends them and reports their fate.
+``simulate`` holds the synthetic traffic of the demo and the benchmarks.
 """
 
+from prefpair.producers.delivery import (
+    DEFAULT_DELIVERY_TIMEOUT_MS,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DeliveryReport,
+    LoggerStats,
+)
 from prefpair.producers.exceptions import (
     DeliveryError,
     FailedEvent,
@@ -12,13 +19,7 @@ from prefpair.producers.exceptions import (
     ProducerError,
     QueueFullError,
 )
-from prefpair.producers.logger import (
-    DEFAULT_DELIVERY_TIMEOUT_MS,
-    DEFAULT_MAX_MESSAGE_BYTES,
-    DeliveryReport,
-    LoggerStats,
-    PreferenceLogger,
-)
+from prefpair.producers.logger import PreferenceLogger
 
 __all__ = [
     "DEFAULT_DELIVERY_TIMEOUT_MS",

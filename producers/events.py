@@ -1,0 +1,130 @@
+"""From the logger's call arguments to events, and from events to the records fastavro writes.
+
+The argument helpers accept the loose forms serving code passes (a source type's name in any
+case, a flat ranking, ...) and hand :class:`~prefpair.schemas.models.FeedbackEvent` the forms it
+validates; they raise :class:`~prefpair.schemas.ValidationError` naming the field. The record
+functions read validated models straight into dicts: these run on every log call.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prefpair.schemas.exceptions import ValidationError
+from prefpair.schemas.models import (
+    Candidate,
+    FeedbackConfig,
+    FeedbackEvent,
+    FeedbackSource,
+    InferenceEvent,
+    JudgmentKind,
+    PairwiseOutcome,
+    SourceType,
+)
+
+SourceLike = FeedbackSource | Mapping[str, Any] | SourceType | str
+ConfigLike = FeedbackConfig | Mapping[str, Any]
+
+
+def new_id() -> str:
+    """A fresh request or feedback id: uuid4 as 32 hex digits."""
+    return uuid.uuid4().hex
+
+
+def new_event_id() -> str:
+    """A fresh event id: 128 random bits as 32 hex digits (a fifth of uuid4's cost, as unique)."""
+    return os.urandom(16).hex()
+
+
+# --------------------------------------------------------------------------- records
+# The dicts fastavro writes, read straight off validated models: the same content as
+# ``model_dump()`` (the models forbid extra fields) at a tenth of its cost on the hot path.
+def inference_record(event: InferenceEvent) -> dict[str, Any]:
+    record = dict(event.__dict__)
+    if event.messages is not None:
+        record["messages"] = [m.__dict__ for m in event.messages]
+    record["candidates"] = [_candidate_record(c) for c in event.candidates]
+    return record
+
+
+def _candidate_record(candidate: Candidate) -> dict[str, Any]:
+    if candidate.messages is None:
+        return candidate.__dict__
+    return {**candidate.__dict__, "messages": [m.__dict__ for m in candidate.messages]}
+
+
+def feedback_record(event: FeedbackEvent) -> dict[str, Any]:
+    record = dict(event.__dict__)
+    if event.config is not None:
+        record["config"] = {**event.config.__dict__, "categories": [c.__dict__ for c in event.config.categories]}
+    if event.source is not None:
+        record["source"] = event.source.__dict__
+    return record
+
+
+# --------------------------------------------------------------------------- call arguments
+_SOURCES = {member: FeedbackSource(type=member) for member in SourceType}
+
+
+def source_arg(source: SourceLike | None) -> FeedbackSource | Mapping[str, Any] | None:
+    """Accept a FeedbackSource, a dict, a SourceType or its name in any case (``"app_user"``)."""
+    if source is None or isinstance(source, FeedbackSource):
+        return source
+    if isinstance(source, str):  # SourceType is a str too
+        try:
+            return _SOURCES[SourceType(source.upper())]
+        except ValueError:
+            allowed = ", ".join(m.value.lower() for m in SourceType)
+            raise ValidationError("source", f"unknown source type {source!r} (one of {allowed})") from None
+    if isinstance(source, Mapping):
+        kind = source.get("type")
+        if isinstance(kind, str) and not isinstance(kind, SourceType):
+            return {**source, "type": kind.upper()}
+        return source
+    raise ValidationError("source", f"expected a FeedbackSource, dict or source type name, got {type(source).__name__}")
+
+
+def outcome_arg(outcome: PairwiseOutcome | str) -> PairwiseOutcome | str:
+    """An outcome's name in any case (``"tie"``)."""
+    if isinstance(outcome, str) and not isinstance(outcome, PairwiseOutcome):
+        return outcome.upper()
+    return outcome
+
+
+def ranking_arg(ranking: Sequence[Sequence[str]] | Sequence[str]) -> list[list[str]]:
+    """``["a", "b"]`` means ``[["a"], ["b"]]``: no ties."""
+    if isinstance(ranking, str):
+        raise ValidationError("ranking", "expected a list of candidate ids, got a string")
+    return [[item] if isinstance(item, str) else list(item) for item in ranking]
+
+
+def check_score(score: float | None) -> None:
+    if score is not None and isinstance(score, int | float) and not math.isfinite(score):
+        raise ValidationError("score", f"{score} is not a finite number")
+
+
+def update_kind(
+    chosen: str | None, rejected: str | None, outcome: object, ranking: object,
+    score: float | None, value: str | None, candidate: str | None,
+) -> JudgmentKind | None:  # fmt: skip
+    """Which judgment an update restates (None: only comment, correction, metadata...)."""
+    kinds = []
+    if chosen is not None or rejected is not None or outcome is not None:
+        kinds.append((JudgmentKind.PAIRWISE, "chosen_id"))
+    if ranking is not None:
+        kinds.append((JudgmentKind.RANKING, "ranking"))
+    if score is not None or value is not None or candidate is not None:
+        kinds.append((JudgmentKind.SCORE, "score"))
+    if len(kinds) > 1:
+        first, second = kinds[0][0], kinds[1][0]
+        raise ValidationError(kinds[1][1], f"an update restates one judgment, not {first} and {second}")
+    return kinds[0][0] if kinds else None
+
+
+def unknown_candidate(field: str, candidate: str, request_id: str, known: frozenset[str]) -> ValidationError:
+    listed = ", ".join(sorted(known))
+    return ValidationError(field, f"unknown candidate id {candidate!r} for request {request_id!r} ({listed})")
