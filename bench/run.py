@@ -24,12 +24,12 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer
 from fastavro import schemaless_writer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -203,9 +203,11 @@ def load_topics(settings: Settings, events: list[tuple[str, str, bytes]]) -> Non
     assert producer.flush(120) == 0
 
 
-def raw_consume_decode(settings: Settings, expected: int) -> float:
-    """The floor: one librdkafka consumer reading both topics and fastavro-decoding every message."""
-    codec = SingleObjectCodec()
+def consume_all(
+    settings: Settings, expected: int, handle: Callable[[Message], None], finish: Callable[[], None] = lambda: None
+) -> float:
+    """Read both topics from the start with one plain librdkafka consumer, calling ``handle`` on
+    every message and ``finish`` after the last; events/s from the first message to the end of ``finish``."""
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": uuid.uuid4().hex,
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
     consumer.subscribe([settings.inference_topic, settings.feedback_topic])
@@ -217,11 +219,18 @@ def raw_consume_decode(settings: Settings, expected: int) -> float:
                 continue
             if start is None:
                 start = time.perf_counter()
-            codec.decode(msg.value() or b"")
+            handle(msg)
             seen += 1
+    finish()
     elapsed = time.perf_counter() - (start or time.perf_counter())
     consumer.close()
     return expected / elapsed
+
+
+def raw_consume_decode(settings: Settings, expected: int) -> float:
+    """The floor: one librdkafka consumer reading both topics and fastavro-decoding every message."""
+    codec = SingleObjectCodec()
+    return consume_all(settings, expected, lambda msg: codec.decode(msg.value() or b""))
 
 
 def run_daemons(settings: Settings, processes: int, group: str) -> tuple[float, list[dict[str, Any]]]:
@@ -295,9 +304,6 @@ def plain_join_loop(settings: Settings, expected: int, out_dir: Path) -> float:
     from prefpair.schemas.log import SCHEMAS
 
     codec = SingleObjectCodec()
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": uuid.uuid4().hex,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
-    consumer.subscribe([settings.inference_topic, settings.feedback_topic])
     inferences: dict[str, dict[str, Any]] = {}
     waiting: dict[str, list[dict[str, Any]]] = {}
     tables: dict[str, list[dict[str, Any]]] = {"inference": [], "feedback": []}
@@ -310,39 +316,32 @@ def plain_join_loop(settings: Settings, expected: int, out_dir: Path) -> float:
         files += 1
         tables[table] = []
 
-    seen = 0
-    start: float | None = None
-    while seen < expected:
-        for msg in consumer.consume(1000, timeout=1.0):
-            if msg.error():
-                continue
-            if start is None:
-                start = time.perf_counter()
-            seen += 1
-            _, record = codec.decode(msg.value() or b"")
-            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-            if topic == settings.inference_topic:
-                row = inference_row(record, topic, partition, offset)
-                inferences[row["request_id"]] = row
-                tables["inference"].append(row)
-                for feedback in waiting.pop(row["request_id"], []):
-                    tables["feedback"].append({**row, **feedback, "joined_at_ms": 0, "join_path": "waited"})
+    def join(msg: Message) -> None:
+        _, record = codec.decode(msg.value() or b"")
+        topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+        if topic == settings.inference_topic:
+            row = inference_row(record, topic, partition, offset)
+            inferences[row["request_id"]] = row
+            tables["inference"].append(row)
+            for feedback in waiting.pop(row["request_id"], []):
+                tables["feedback"].append({**row, **feedback, "joined_at_ms": 0, "join_path": "waited"})
+        else:
+            feedback = feedback_row(record, topic, partition, offset)
+            found = inferences.get(feedback["request_id"])
+            if found is None:
+                waiting.setdefault(feedback["request_id"], []).append(feedback)
             else:
-                feedback = feedback_row(record, topic, partition, offset)
-                found = inferences.get(feedback["request_id"])
-                if found is None:
-                    waiting.setdefault(feedback["request_id"], []).append(feedback)
-                else:
-                    tables["feedback"].append({**found, **feedback, "joined_at_ms": 0, "join_path": "hot"})
-            for table, rows in tables.items():
-                if len(rows) >= 50_000:
-                    write(table)
-    for table, rows in tables.items():
-        if rows:
-            write(table)
-    elapsed = time.perf_counter() - (start or time.perf_counter())
-    consumer.close()
-    return expected / elapsed
+                tables["feedback"].append({**found, **feedback, "joined_at_ms": 0, "join_path": "hot"})
+        for table, rows in tables.items():
+            if len(rows) >= 50_000:
+                write(table)
+
+    def write_rest() -> None:
+        for table, rows in tables.items():
+            if rows:
+                write(table)
+
+    return consume_all(settings, expected, join, write_rest)
 
 
 def bench_backlog(results: Results, bootstrap: str, home: Path, requests: int) -> None:
