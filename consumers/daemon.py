@@ -81,6 +81,7 @@ class ConsumerDaemon:
         self._last_expiry_check = 0.0
         self._retired = {"hot": 0, "waited": 0, "duplicates": 0, "enforced": 0}  # of partitions no longer ours
         self._first_message_at: float | None = None
+        self._first_message_cpu = 0.0
         self._last_group_check = 0.0
         self._partitions = 0
 
@@ -150,6 +151,7 @@ class ConsumerDaemon:
                     batch = consumer.consume(config.batch_size, timeout=0.1)
                     if batch and self._first_message_at is None:
                         self._first_message_at = time.monotonic()
+                        self._first_message_cpu = time.process_time()
                     for msg in batch:
                         self._fetched(msg)
                     self._drain()
@@ -187,7 +189,7 @@ class ConsumerDaemon:
     def _close(self, last_progress: float, last_counts: tuple[int, int]) -> None:
         """Leave the group and release everything, each step whatever the others did."""
         if self._first_message_at is not None and not self.stats.busy_seconds:
-            self.stats.busy_seconds = round(time.monotonic() - self._first_message_at, 3)
+            self._busy_until_now()
         consumer, dead_letters = self._consumer, self._dead_letters
         steps: list[tuple[str, Callable[[], object]]] = [
             ("report progress", lambda: self._progress(max(time.monotonic() - last_progress, 1e-3), last_counts)),
@@ -203,6 +205,12 @@ class ConsumerDaemon:
             except Exception as exc:  # clean-up goes on; the first error is the one raised
                 log.warning("could not %s while stopping: %s", what, exc)
         self._consumer = None
+
+    def _busy_until_now(self) -> None:
+        """Wall and CPU time (all threads: librdkafka's too) from the first message to now."""
+        assert self._first_message_at is not None
+        self.stats.busy_seconds = round(time.monotonic() - self._first_message_at, 3)
+        self.stats.busy_cpu_seconds = round(time.process_time() - self._first_message_cpu, 3)
 
     def _partition_count(self, consumer: Consumer, topic: str) -> int:
         try:
@@ -315,7 +323,7 @@ class ConsumerDaemon:
             return False
         now = time.monotonic()
         if self._first_message_at is not None:  # our share is done: throughput is measured to here
-            self.stats.busy_seconds = round(now - self._first_message_at, 3)
+            self._busy_until_now()
         if now - self._last_group_check < 1.0:
             return False
         self._last_group_check = now

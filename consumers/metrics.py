@@ -44,6 +44,7 @@ class RunStats:
     queued: int = 0
     stream_time_ms: int = 0
     busy_seconds: float = 0.0
+    busy_cpu_seconds: float = 0.0
     cpu_seconds: float = 0.0
     assigned_partitions: list[int] = field(default_factory=list)
     lag: dict[str, int] = field(default_factory=dict)
