@@ -21,6 +21,7 @@ COPY schemas ./schemas
 COPY compile ./compile
 COPY service ./service
 COPY report ./report
+COPY simulate ./simulate
 
 # Plain install (no editable mode, no dev extras): prefpair, its runtime dependencies and the HTTP service.
 RUN pip install ".[service]" \
