@@ -1,8 +1,8 @@
 """The producer SDK: :class:`PreferenceLogger` logs inference and feedback events from serving code.
 
 Events are validated and encoded in the caller, then delivered by librdkafka with an
-idempotent producer, keyed by request id. ``simulate`` holds the synthetic traffic of the demo
-and the benchmarks.
+idempotent producer, keyed by request id. Synthetic traffic for the demo and the benchmarks
+lives in :mod:`prefpair.simulate`, above this package.
 """
 
 from prefpair.producers.exceptions import (
