@@ -22,6 +22,7 @@ COPY compile ./compile
 COPY service ./service
 COPY report ./report
 COPY cli ./cli
+COPY simulate ./simulate
 
 # Plain install (no editable mode, no dev extras): prefpair, its runtime dependencies and the HTTP service.
 RUN pip install ".[service]" \

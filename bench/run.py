@@ -17,7 +17,6 @@ import io
 import json
 import os
 import platform
-import random
 import subprocess
 import sys
 import tempfile
@@ -33,12 +32,13 @@ from confluent_kafka import Consumer, Message, Producer
 from fastavro import schemaless_writer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workload import inference_kwargs
+from workload import compile_log, inferences, traffic
 
 from prefpair.config import Settings
-from prefpair.schemas import FeedbackEvent, InferenceEvent
-from prefpair.schemas.registry import FEEDBACK, INFERENCE, default_schema_set
+from prefpair.schemas import InferenceEvent
+from prefpair.schemas.registry import INFERENCE, default_schema_set
 from prefpair.schemas.wire import SingleObjectCodec
+from prefpair.simulate import Traffic, inference_kwargs, send_to_kafka
 from prefpair.topics import create_topics
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -110,15 +110,12 @@ def raw_producer(bootstrap: str) -> Producer:
 def bench_producer(results: Results, bootstrap: str, home: Path, events: int) -> None:
     from prefpair.producers import PreferenceLogger
 
-    rng = random.Random(1)
-    kwargs = [inference_kwargs(rng, i) for i in range(events)]
+    simulated = list(inferences(events, seed=1).inference_records())
+    kwargs = [inference_kwargs(record) for record in simulated]
     schema = default_schema_set().readers[INFERENCE]
     header = SingleObjectCodec()._headers[INFERENCE]
     # What a bare Avro producer would send: the full record dict, already built.
-    records = [
-        InferenceEvent.parse({"event_id": uuid.uuid4().hex, "timestamp_ms": int(time.time() * 1000), **k}).to_avro()
-        for k in kwargs
-    ]
+    records = [InferenceEvent.parse(record).to_avro() for record in simulated]
 
     settings = unique_settings(bootstrap, home)
     producer = raw_producer(bootstrap)
@@ -158,7 +155,7 @@ def bench_producer(results: Results, bootstrap: str, home: Path, events: int) ->
         pref_calls: list[float] = []
         for k in kwargs[: events // 2]:
             t0 = time.perf_counter_ns()
-            logger.log_preference(k["request_id"], chosen="a", rejected="b", source="APP_USER")
+            logger.log_preference(k["request_id"], chosen="c0", rejected="c1", source="APP_USER")
             pref_calls.append((time.perf_counter_ns() - t0) / 1000)
         logger.flush(60)
 
@@ -171,36 +168,19 @@ def bench_producer(results: Results, bootstrap: str, home: Path, events: int) ->
 
 
 # --------------------------------------------------------------------------- consumer
-def encoded_events(n: int, seed: int = 2) -> list[tuple[str, str, bytes]]:
-    """``(kind, request_id, bytes)`` for n inference events and one feedback event each."""
-    rng = random.Random(seed)
-    codec = SingleObjectCodec()
-    out: list[tuple[str, str, bytes]] = []
-    now = int(time.time() * 1000)
-    for i in range(n):
-        k = inference_kwargs(rng, i)
-        record = InferenceEvent.parse({"event_id": uuid.uuid4().hex, "timestamp_ms": now, **k}).to_avro()
-        out.append(("inference", k["request_id"], codec.encode(INFERENCE, record)))
-        feedback = FeedbackEvent.parse({
-            "event_id": uuid.uuid4().hex, "feedback_id": uuid.uuid4().hex, "op": "CREATE",
-            "request_id": k["request_id"], "timestamp_ms": now + 1000, "key": "preference", "kind": "PAIRWISE",
-            "outcome": "PREFERRED", "chosen_id": "a", "rejected_id": "b", "source": {"type": "APP_USER"},
-        }).to_avro()  # fmt: skip
-        out.append(("feedback", k["request_id"], codec.encode(FEEDBACK, feedback)))
-    return out
+def load_topics(settings: Settings, events: Traffic) -> int:
+    """Send simulated traffic through the producer SDK, as serving code would; how many events."""
+    from prefpair.producers import PreferenceLogger
 
-
-def load_topics(settings: Settings, events: list[tuple[str, str, bytes]]) -> None:
-    producer = raw_producer(settings.bootstrap_servers or "")
-    for kind, key, value in events:
-        topic = settings.inference_topic if kind == "inference" else settings.feedback_topic
-        while True:
-            try:
-                producer.produce(topic, value, key.encode())
-                break
-            except BufferError:
-                producer.poll(0.05)
-    assert producer.flush(120) == 0
+    logger = PreferenceLogger(settings, producer_config={"queue.buffering.max.messages": 1_000_000,
+                                                         "queue.buffering.max.kbytes": 2_000_000})  # fmt: skip
+    try:
+        sent = send_to_kafka(events, logger).events
+    finally:
+        report = logger.close(120)
+    if not report.ok:
+        raise RuntimeError(f"loading the topics: {report.failed} events failed, {report.pending} unresolved")
+    return sent
 
 
 def consume_all(
@@ -255,10 +235,10 @@ def run_daemons(settings: Settings, processes: int, group: str) -> tuple[float, 
 
 
 def bench_consumer(results: Results, bootstrap: str, home: Path, requests: int) -> None:
-    events = encoded_events(requests)
+    events = traffic(requests, seed=2)  # an inference and one feedback event per request
     settings = unique_settings(bootstrap, home)
-    load_topics(settings, events)
-    raw_rate = raw_consume_decode(settings, len(events))
+    sent = load_topics(settings, events)
+    raw_rate = raw_consume_decode(settings, sent)
     rate, stats = run_daemons(settings, 1, "bench-1")
     results.add(Row("consumer", "events/s, 1 process (decode, join, Parquet)", rate, raw_rate, "ev/s", "≥ 0.5x raw"))
     results.notes.append(
@@ -272,25 +252,11 @@ def bench_consumer(results: Results, bootstrap: str, home: Path, requests: int) 
     results.add(Row("scaling", "events/s, 2 processes over 4 partitions", rate2, rate, "ev/s", "near 2x of 1 process"))
 
 
-def backlog_events(n: int, early: float = 0.1, seed: int = 4) -> list[tuple[str, str, bytes]]:
-    """n requests (~3.4 KB inference, ~300-byte feedback) in production order: each feedback a
-    little after its inference, except ``early`` of them, produced up to 500 requests before it."""
-    events = encoded_events(n, seed=seed)
-    rng = random.Random(seed)
-    out: list[tuple[str, str, bytes]] = []
-    held: list[tuple[str, str, bytes]] = []
-    for i in range(0, len(events), 2):
-        inference, feedback = events[i], events[i + 1]
-        if rng.random() < early:
-            out.insert(max(0, len(out) - rng.randrange(1, 1000)), feedback)  # before its inference
-            out.append(inference)
-        else:
-            out.append(inference)
-            held.append(feedback)
-            if len(held) > 50 or rng.random() < 0.02:
-                out.extend(held)
-                held = []
-    return out + held
+def backlog_events(n: int, early: float = 0.1, seed: int = 4) -> Traffic:
+    """n requests (~3.4 KB inference, ~300-byte feedback), one a second in event time: each end
+    user's pick comes ~30 s (some minutes at most) after the answer, i.e. some 30 requests later in
+    the topic; for ``early`` of them the inference is logged late, ~500 requests after its feedback."""
+    return traffic(n, seed, early_feedback_share=early, early_lag_ms=500_000)
 
 
 def plain_join_loop(settings: Settings, expected: int, out_dir: Path) -> float:
@@ -349,9 +315,9 @@ def bench_backlog(results: Results, bootstrap: str, home: Path, requests: int) -
     produced before its inference; the daemon beside raw consume + decode and a plain join loop."""
     events = backlog_events(requests)
     settings = unique_settings(bootstrap, home)
-    load_topics(settings, events)
-    raw_rate = raw_consume_decode(settings, len(events))
-    plain_rate = plain_join_loop(settings, len(events), home / "plain-loop")
+    sent = load_topics(settings, events)
+    raw_rate = raw_consume_decode(settings, sent)
+    plain_rate = plain_join_loop(settings, sent, home / "plain-loop")
     rate, stats = run_daemons(settings, 1, "bench-backlog")
     label = f"backlog of {requests:,} requests, events/s, 1 process"
     results.add(Row("consumer", f"{label} vs plain join loop", rate, plain_rate, "ev/s", "≥ 1x plain loop"))
@@ -370,7 +336,8 @@ def bench_memory(results: Results, bootstrap: str, home: Path, sizes: list[int])
     """RSS of the daemon holding n inference events that wait for feedback (the hot join state)."""
     for n in sizes:
         settings = unique_settings(bootstrap, home)
-        load_topics(settings, [e for e in encoded_events(n, seed=5) if e[0] == "inference"])
+        if n:
+            load_topics(settings, inferences(n, seed=5))
         _, stats = run_daemons(settings, 1, "bench-mem")
         budget = stats[0]["hot_budget_bytes"] // 2**20
         held = stats[0]["hot_entries"]
@@ -387,7 +354,6 @@ def bench_latency(results: Results, bootstrap: str, home: Path, count: int, rate
     from prefpair.schemas.log import committed_segments
 
     settings = unique_settings(bootstrap, home)
-    rng = random.Random(3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFPAIR_")}
     env.update({
         "PREFPAIR_BOOTSTRAP_SERVERS": bootstrap, "PREFPAIR_HOME": str(settings.home),
@@ -416,12 +382,13 @@ def bench_latency(results: Results, bootstrap: str, home: Path, count: int, rate
     watcher = threading.Thread(target=watch, daemon=True)
     try:
         with PreferenceLogger(settings) as logger:
-            request_ids = [logger.log_inference(**inference_kwargs(rng, i)) for i in range(count)]
+            request_ids = [logger.log_inference(**inference_kwargs(record))
+                           for record in inferences(count, seed=3).inference_records()]  # fmt: skip
             logger.flush(30)
             time.sleep(8.0)  # the daemon joins the group and lands the inference events
             watcher.start()
             for request_id in request_ids:
-                fid = logger.log_preference(request_id, chosen="a", rejected="b", source="APP_USER")
+                fid = logger.log_preference(request_id, chosen="c0", rejected="c1", source="APP_USER")
                 logged[fid] = time.perf_counter()
                 time.sleep(1.0 / rate_per_s)
             logger.flush(30)
@@ -442,18 +409,20 @@ def bench_latency(results: Results, bootstrap: str, home: Path, count: int, rate
 
 
 # --------------------------------------------------------------------------- compile
-def bench_compile(results: Results, home: Path, rows: int) -> None:
+def bench_compile(results: Results, home: Path, requests: int) -> None:
     import duckdb
 
     from prefpair.compile import CompileConfig, compile_dataset
-    from prefpair.compile.synthetic import write_synthetic_log
     from prefpair.schemas.log import table_files
+    from prefpair.simulate import write_log
 
     log_dir = home / "compile-log"
     started = time.perf_counter()
-    write_synthetic_log(log_dir, n_feedback=rows, seed=1)
+    written = write_log(compile_log(requests, seed=1), log_dir)  # as the consumer would write it
     took = time.perf_counter() - started
-    results.notes.append(f"compile: synthetic log of {rows:,} feedback rows written in {took:.0f} s")
+    rows = written.feedback_rows
+    results.notes.append(f"compile: simulated log of {rows:,} feedback rows ({written.inference_rows:,} requests) "
+                         f"written in {took:.0f} s")  # fmt: skip
     files = [str(f) for f in table_files(log_dir, "feedback")]
     out = home / "bare.jsonl"
     db = duckdb.connect(config={"threads": os.cpu_count() or 2})
@@ -542,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
                         "memory, latency, compile)")  # fmt: skip
     parser.add_argument("--backlog-requests", type=int, help="requests in the backlog section [100,000]")
     args = parser.parse_args(argv)
+    # compile: simulated requests, about one feedback row each
     sizes = {"producer": 2_000 if args.quick else 20_000, "consumer": 2_000 if args.quick else 15_000,
              "backlog": 5_000 if args.quick else 100_000,
              "memory": [0, 2_000] if args.quick else [0, 20_000, 60_000], "latency": 30 if args.quick else 200,

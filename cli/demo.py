@@ -30,7 +30,7 @@ from prefpair.consumers import ConsumerConfig, ConsumerDaemon, RunStats
 from prefpair.flags import Flags
 from prefpair.kafka import client_config, create_producer
 from prefpair.producers import PreferenceLogger
-from prefpair.producers.simulate import SimulationStats, TrafficSimulator, TrafficSpec
+from prefpair.simulate import SimulationStats, Traffic, TrafficSpec, send_to_kafka
 from prefpair.topics import create_topics
 
 log = logging.getLogger(__name__)
@@ -150,14 +150,16 @@ def _pipeline(settings: Settings, options: DemoOptions, folder: Path) -> int:
 
 
 def _simulate(settings: Settings, options: DemoOptions) -> SimulationStats:
-    simulator = TrafficSimulator(TrafficSpec(requests=options.requests, seed=options.seed))
+    # end users lean a little towards what is shown first: something true for the report to find
+    spec = TrafficSpec(requests=options.requests, seed=options.seed, position_bias_by_source={"APP_USER": 0.3})
+    simulator = Traffic(spec)
     raw = create_producer(client_config(settings))
 
     def send_raw(key: bytes, value: bytes) -> None:  # what a buggy foreign producer would send
         raw.produce(settings.feedback_topic, key=key, value=value)
 
     with _bar(options.requests, "simulating serving traffic", "req") as bar, PreferenceLogger(settings) as logger:
-        traffic = simulator.run(logger, send_raw=send_raw, progress=bar.update)
+        traffic = send_to_kafka(simulator, logger, send_raw=send_raw, progress=bar.update)
         logger.flush(60)
     if raw.flush(30):
         raise RuntimeError("malformed demo messages were not delivered")

@@ -3,7 +3,7 @@
 Events are validated and encoded in the caller, then delivered by librdkafka with an
 idempotent producer, keyed by request id. ``logger`` holds the public calls, ``events`` turns
 their arguments into events and Avro records, ``delivery`` sends them and reports their fate.
-``simulate`` holds the synthetic traffic of the demo and the benchmarks.
+Synthetic traffic for the demo and the benchmarks lives in :mod:`prefpair.simulate`, above this package.
 """
 
 from prefpair.producers.delivery import (

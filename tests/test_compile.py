@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from logbuilder import LogBuilder
 
 from prefpair.compile import CompileConfig, CompileResult, compile_dataset
+from prefpair.simulate import LogBuilder
 
 ALL_TRAIN = {"train": 1.0}
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from logbuilder import LogBuilder
 
 from prefpair.compile import (
     FORMATS,
@@ -20,7 +19,7 @@ from prefpair.compile import (
 )
 from prefpair.compile import job as compile_job
 from prefpair.compile.output import lock_path, output_lock
-from prefpair.compile.synthetic import write_synthetic_log
+from prefpair.simulate import LogBuilder, Traffic, TrafficSpec, write_log
 
 EXPECTED_COLUMNS = {
     "trl": {"prompt": "string", "chosen": "string", "rejected": "string"},
@@ -163,7 +162,7 @@ def test_card_loading_snippet_runs_from_the_card_folder(tmp_path: Path, monkeypa
 
 # --------------------------------------------------------------------------- reproducible, leak-free
 def test_same_inputs_and_seed_give_byte_identical_output(tmp_path: Path) -> None:
-    write_synthetic_log(tmp_path / "log", 3000, seed=5)
+    write_log(Traffic(TrafficSpec(requests=1500, seed=5)), tmp_path / "log")
     config = CompileConfig(seed=11, include_ids=True, include_provenance=True, include_margin=True,
                            sampling={"max_pairs_per_prompt": 1, "stratify_by": "model", "balance_position": True},
                            splits={"train": 0.8, "validation": 0.1, "test": 0.1})  # fmt: skip
@@ -305,11 +304,14 @@ def test_command_line(tmp_path: Path, run_cli: Any) -> None:
         assert documented in helped.stdout
 
 
-def test_synthetic_log_compiles(tmp_path: Path) -> None:
-    write_synthetic_log(tmp_path / "log", 2000, seed=1)
+def test_simulated_log_compiles_and_counts_what_was_simulated(tmp_path: Path) -> None:
+    written = write_log(Traffic(TrafficSpec(requests=1000, seed=1)), tmp_path / "log")
     result = compile_dataset(tmp_path / "log", tmp_path / "out", CompileConfig(formats=("trl",)))
-    stages = result.stage_counts
-    assert stages["feedback_rows"] == 2000
-    assert {"pairs_pairwise", "pairs_ranking", "pairs_correction"} <= set(stages)
-    assert {"deleted", "tie", "both_bad"} <= set(result.drop_counts)
-    assert 0.75 * 2000 < result.pairs_total < 2000
+    stages, drops, traffic = result.stage_counts, result.drop_counts, written.traffic
+    assert stages["feedback_rows"] == written.feedback_rows == traffic.feedback_events - traffic.lost_inferences
+    assert stages["orphan_rows"] == written.orphan_rows == traffic.lost_inferences
+    assert stages["feedback_ids"] == traffic.feedback  # one id per judgment; updates and deletes reuse it
+    assert drops["deleted"] == traffic.deletes and drops["no_inference"] == traffic.lost_inferences
+    assert {"pairs_pairwise", "pairs_ranking", "pairs_score", "pairs_correction"} <= set(stages)
+    assert {"tie", "both_bad", "contradictory", "duplicate"} <= set(drops)  # sources disagree and repeat
+    assert 0.5 * stages["judgments_live"] < result.pairs_total == stages["pairs_written"]

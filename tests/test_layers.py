@@ -2,7 +2,8 @@
 
 Bottom-up: the ground floor ``prefpair/`` (settings, flags, Kafka clients, durable files, errors,
 topics, the local broker), the wire contract ``schemas/``, the areas (``producers/ consumers/
-compile/ service/ report/``), later a simulation package, and the command line ``cli/`` on top.
+compile/ service/ report/``), the simulation package ``simulate/`` (synthetic traffic through the SDK and
+the consumer's own segment writer), and the command line ``cli/`` on top.
 A module may import its own package and the layers below it; an area imports no other area,
 except for the pairs in :data:`SAME_LAYER_ALLOWED`. Every package of pyproject must be placed.
 """
@@ -20,18 +21,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ground floor", ("prefpair",)),
     ("contract", ("prefpair.schemas",)),
     ("areas", ("prefpair.producers", "prefpair.consumers", "prefpair.compile", "prefpair.service", "prefpair.report")),
-    ("simulation", ()),
+    ("simulation", ("prefpair.simulate",)),
     ("command line", ("prefpair.cli",)),
 )
 LAYER_OF = {package: index for index, (_, packages) in enumerate(LAYERS) for package in packages}
 
 # (importing module, imported package): area-to-area imports we accept for now, and why.
-SAME_LAYER_ALLOWED = {
-    # Synthetic logs for tests and benchmarks are written through the consumer's segment writer, so
-    # they have exactly the layout the daemon writes; they belong in the simulation package.
-    ("prefpair.compile.synthetic", "prefpair.consumers"),
-    ("prefpair.report.synthetic", "prefpair.consumers"),
-}
+SAME_LAYER_ALLOWED: set[tuple[str, str]] = set()
 
 
 def _package_dirs() -> dict[str, Path]:

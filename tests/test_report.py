@@ -1,7 +1,8 @@
 """``prefpair report`` on synthetic logs with a planted truth, and on hand-built segments.
 
-No broker needed: the logs are written as committed segments by prefpair.report.synthetic,
-exactly as schemas/log.py lays them out. The HTML is rendered by a real headless Chromium.
+No broker needed: simulated traffic is written as committed segments by prefpair.simulate,
+the way the consumer writes them; hand-built logs come from its LogBuilder. The HTML is
+rendered by a real headless Chromium.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,13 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from prefpair.consumers import ConsumerConfig
 from prefpair.report import EmptyLogError, Report, ReportConfig, build_report
 from prefpair.report.analyses import position_check, rating_pairs
 from prefpair.report.load import load_log
 from prefpair.report.render import PLOT_IDS, fmt
 from prefpair.report.stats import ELO_PER_LOGIT, bootstrap_bradley_terry
-from prefpair.report.synthetic import START_MS, SegmentWriter, write_planted_log
+from prefpair.simulate import START_MS, LogBuilder, LogWritten, Traffic, TrafficSpec, write_log
 
 CHROMIUM = Path("/usr/bin/chromium")
 PLANTED = {"chat-small:1": -0.9, "chat-small:2": -0.3, "chat-large:1": 0.3, "chat-large:2": 0.9}
@@ -35,12 +37,18 @@ PLANTED_ORDER = sorted(PLANTED, key=lambda m: -PLANTED[m])
 FAST = ReportConfig(bootstrap_rounds=60, seed=1)
 
 BuildPlanted = Callable[..., Report]
+SEGMENTS = ConsumerConfig(flush_rows=2000)  # a few segments per partition, as a consumer cuts them
+
+
+def write_planted_log(log_dir: Path, **spec: Any) -> LogWritten:
+    """Simulated traffic with a planted truth (``spec``: TrafficSpec fields), over two partitions."""
+    return write_log(Traffic(TrafficSpec(**spec)), log_dir, partitions=2, config=SEGMENTS)
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory: pytest.TempPathFactory) -> BuildPlanted:
     """Build (once per argument set) a report over a planted log (one log per planted truth;
-    ``log`` holds further arguments of write_planted_log)."""
+    ``log`` holds further fields of the TrafficSpec)."""
     logs: dict[tuple[Any, ...], Path] = {}
     reports: dict[tuple[Any, ...], Report] = {}
 
@@ -57,7 +65,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> BuildPlanted:
             write_planted_log(
                 logs[truth],
                 models=PLANTED,
-                n_requests=3000,
+                requests=3000,
                 position_bias=position_bias,
                 length_bias=length_bias,
                 seed=seed,
@@ -191,11 +199,24 @@ def _pairwise(
 USER = {"type": "APP_USER", "source_id": "u1"}
 
 
+Events = Sequence[dict[str, Any]]
+
+
+def _commit(log: LogBuilder, inferences: Events = (), feedback: Events = ()) -> None:
+    """One segment holding these events, inferences first, each at the next offset."""
+    for event in inferences:
+        log.inference_event(event)
+    for event in feedback:
+        log.feedback_event(event)
+    log.commit()
+
+
 def test_updates_and_deletes_are_resolved(tmp_path: Path) -> None:
     log = tmp_path / "log"
-    writer = SegmentWriter(log, partition=0)
+    writer = LogBuilder(log, partition=0)
     requests = [f"r{i}" for i in range(6)]
-    writer.commit(
+    _commit(
+        writer,
         inferences=[_inference(r) for r in requests],
         feedback=[
             _pairwise("f1", "r0", "a", USER),
@@ -208,7 +229,8 @@ def test_updates_and_deletes_are_resolved(tmp_path: Path) -> None:
             _pairwise("f5", "r4", "b", None, ts=START_MS + 9000, op="UPDATE"),
         ],
     )
-    writer.commit(
+    _commit(
+        writer,
         feedback=[
             _pairwise("f3", "r2", "a", USER),
             _pairwise("f3", "r2", "a", None, ts=START_MS + 2000, op="DELETE", outcome=None),
@@ -277,7 +299,7 @@ def test_agreement_matches_hand_computed_kappa(tmp_path: Path) -> None:
     for i, (x, y) in enumerate(zip(first, second, strict=True), start=10):
         feedback.append(_pairwise(f"x{i}", f"r{i}", x, {"type": "HUMAN_ANNOTATOR", "source_id": "ann-1"}))
         feedback.append(_pairwise(f"y{i}", f"r{i}", y, {"type": "HUMAN_ANNOTATOR", "source_id": "ann-2"}))
-    SegmentWriter(tmp_path / "log").commit(inferences=[_inference(f"r{i}") for i in range(16)], feedback=feedback)
+    _commit(LogBuilder(tmp_path / "log"), inferences=[_inference(f"r{i}") for i in range(16)], feedback=feedback)
 
     agreement = build_report(tmp_path / "log", tmp_path / "out", FAST).agreement
     pairs = {(r["source_a"], r["source_b"]): r for r in agreement["between_sources"]}
@@ -390,7 +412,7 @@ def test_json_holds_the_numbers_of_the_page(planted: BuildPlanted) -> None:
 
 def test_optional_inputs_and_the_command_line(tmp_path: Path, run_cli: Any) -> None:
     log = tmp_path / "home" / "log"
-    write_planted_log(log, models={"a:1": 0.5, "b:1": -0.5}, n_requests=300, seed=3, orphans=2)
+    write_planted_log(log, models={"a:1": 0.5, "b:1": -0.5}, requests=300, seed=3, orphans=2)
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({"consumer": {"dead_letters": 7, "joined": 100}}))
     manifest = tmp_path / "manifest.json"
@@ -455,7 +477,7 @@ def test_empty_log_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_log_without_judgments_still_reports(tmp_path: Path) -> None:
-    SegmentWriter(tmp_path / "log").commit(inferences=[_inference("r0"), _inference("r1")])
+    _commit(LogBuilder(tmp_path / "log"), inferences=[_inference("r0"), _inference("r1")])
     report = build_report(tmp_path / "log", tmp_path / "out", FAST)
     assert report.ratings["table"] == []
     assert report.health["coverage"]["share"] == 0.0
@@ -723,7 +745,7 @@ def test_agreement_plot_draws_what_has_data_and_marks_the_rest_no_data(tmp_path:
     for i, (x, y) in enumerate(zip(first, second, strict=True), start=10):
         feedback.append(_annotated(f"x{i}", f"r{i}", x, "ann-1"))
         feedback.append(_annotated(f"y{i}", f"r{i}", y, "ann-2"))
-    SegmentWriter(tmp_path / "log").commit(inferences=[_inference(f"r{i}") for i in range(20)], feedback=feedback)
+    _commit(LogBuilder(tmp_path / "log"), inferences=[_inference(f"r{i}") for i in range(20)], feedback=feedback)
     report = build_report(tmp_path / "log", tmp_path / "out", FAST)
 
     agreement = report.agreement
@@ -764,7 +786,7 @@ def test_planted_disjoint_sources_leave_only_annotator_agreement_to_plot(tmp_pat
     write_planted_log(
         tmp_path / "log",
         models=PLANTED,
-        n_requests=1000,
+        requests=1000,
         seed=4,
         source_shares={"APP_USER": 0.5, "HUMAN_ANNOTATOR": 0.5},
         disjoint_sources=True,
@@ -787,7 +809,8 @@ def test_planted_disjoint_sources_leave_only_annotator_agreement_to_plot(tmp_pat
 
 
 def test_agreement_plot_without_any_shared_pair_says_so(tmp_path: Path) -> None:
-    SegmentWriter(tmp_path / "log").commit(
+    _commit(
+        LogBuilder(tmp_path / "log"),
         inferences=[_inference(f"r{i}") for i in range(4)],
         feedback=[_pairwise(f"u{i}", f"r{i}", "a", USER) for i in range(4)],
     )
@@ -852,7 +875,7 @@ def test_bootstrap_resamples_requests_so_correlated_raters_add_no_false_precisio
         write_planted_log(
             log,
             models=models,
-            n_requests=600,
+            requests=600,
             seed=5,
             source_shares={"HUMAN_ANNOTATOR": 1.0},
             second_annotator_share=1.0,

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from logbuilder import LogBuilder
 
 from prefpair.compile import CompileConfig, compile_dataset
 from prefpair.report.load import load_log
 from prefpair.schemas import resolution
 from prefpair.service.reads import FeedbackFilter, LogReader
+from prefpair.simulate import LogBuilder
 
 LATER = 1_790_000_000_000 + 10_000_000  # event times past the builder's clock
 
