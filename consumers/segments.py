@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,34 +308,6 @@ def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """Rows (dicts) as a table of ``schema``; via one struct array, ~9x faster than ``Table.from_pylist``."""
     array = pa.array(rows, type=pa.struct(list(schema)))
     return pa.Table.from_struct_array(array).cast(schema)
-
-
-def write_segment_tables(
-    log_dir: Path,
-    name: SegmentName,
-    tables: Mapping[str, pa.Table],
-    state: ResumeState | None = None,
-    *,
-    compression: str = "snappy",
-) -> Path:
-    """Write one segment from Arrow tables (cast to the log schemas; empty ones skipped), atomically.
-
-    For tools that build logs in bulk (synthetic logs for tests, demos and benchmarks); the default
-    state records the segment's ends as the resume point and nothing waiting.
-    """
-
-    def fill(temp: Path) -> None:
-        for table, data in tables.items():
-            if data.num_rows:
-                target = temp / f"{table}.parquet"
-                schema = SCHEMAS[table]
-                pq.write_table(data if data.schema.equals(schema) else data.cast(schema), target,
-                               compression=_codec(compression))  # fmt: skip
-                fsync_path(target)
-
-    if state is None:
-        state = ResumeState(name.partition, name.inference_end, name.feedback_end, has_segments=True)
-    return _commit(log_dir, name, fill, state, check_continuity=False)
 
 
 def _codec(compression: str) -> str | None:

@@ -180,15 +180,13 @@ def test_waiting_feedback_survives_restarts_and_compaction_and_is_stored_once(ma
 
 
 def test_waiting_feedback_recorded_by_the_first_state_layout_is_resumed(tmp_path: Path) -> None:
-    from events import CODEC  # noqa: F401  (the contract's codec is importable without a broker)
-
     from prefpair.consumers.join import feedback_row
-    from prefpair.consumers.segments import ResumeState, write_segment_tables
+    from prefpair.consumers.segments import ResumeState, write_segment
     from prefpair.schemas.log import SegmentName
 
     log_dir = tmp_path / "log"
     name = SegmentName(0, 0, 3, 0, 5)
-    path = write_segment_tables(log_dir, name, {}, ResumeState(0, 3, 5, has_segments=True))
+    path = write_segment(log_dir, name, {}, ResumeState(0, 3, 5, has_segments=True))
     row = feedback_row(pairwise("old", feedback_id="from-v1"), "t.feedback", 0, 4)
     (path / STATE_FILE).write_text(json.dumps({
         "version": 1, "partition": 0, "inference_next": 3, "feedback_next": 5,
