@@ -326,7 +326,10 @@ class S3Storage(Storage):
 
     def list_files(self) -> dict[str, int]:
         folder = self._path + "/"
-        found = self._call("list", lambda: self.fs.find(self._path, detail=True, withdirs=False))
+        try:
+            found = self._call("list", lambda: self.fs.find(self._path, detail=True, withdirs=False))
+        except FileNotFoundError as exc:  # a missing prefix lists empty: this is a missing bucket
+            raise StorageError(self.url, f"cannot list it: {_reason(exc)}") from None
         return {
             name[len(folder) :]: int(info.get("size") or 0)
             for name, info in sorted(found.items())

@@ -61,6 +61,13 @@ def test_a_wrong_secret_is_refused_without_showing_it(s3_endpoint: S3Endpoint) -
     assert wrong not in message and wrong not in repr(options) and s3_endpoint.secret_access_key not in message
 
 
+def test_a_missing_bucket_is_an_error_and_a_missing_prefix_is_empty(s3_endpoint: S3Endpoint) -> None:
+    with pytest.raises(StorageError, match=r"^s3://no-such-bucket-here/log: cannot list it: NoSuchBucket"):
+        S3Storage("no-such-bucket-here", "log", s3_endpoint.options).list_files()
+    assert s3_endpoint.root("never-written").list_files() == {}
+    assert s3_endpoint.root("never-written").list_names() == []
+
+
 # --------------------------------------------------------------------------- one interface
 @pytest.fixture(params=["local", "s3"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
@@ -166,3 +173,36 @@ def test_a_failing_run_never_shows_the_secret(s3_endpoint: S3Endpoint, run_cli: 
         assert "DEBUG" in done.stderr  # the debug log was on, and still
         assert wrong not in done.stderr + done.stdout
         assert s3_endpoint.secret_access_key not in done.stderr + done.stdout
+
+
+# --------------------------------------------------------------------------- docker compose
+def test_docker_compose_compiles_into_its_s3_service() -> None:
+    """The compose file (not run here: no Docker engine) parses, its compile command is a valid
+    command line whose output is in the bucket the bucket step creates, on the S3 service."""
+    import json
+    import re
+    import shlex
+
+    import yaml
+
+    from prefpair.cli import build_parser
+    from prefpair.compile.cli import JOB_FLAGS
+
+    root = Path(__file__).resolve().parents[1]
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    services = compose["services"]
+    script = services["compile"]["command"][0]
+    line = " ".join(part.strip() for part in script.split("\n"))
+    command = shlex.split(re.search(r"(prefpair compile[^|]*)\|\|", line).group(1))  # type: ignore[union-attr]
+    args = build_parser().parse_args(command[1:])
+    out = JOB_FLAGS.load(args, environ={}).out
+    bucket = services["s3-bucket"]["environment"]["BUCKET"]
+    assert out.startswith(f"s3://{bucket}/")
+    env = services["compile"]["environment"]
+    assert env["AWS_ENDPOINT_URL_S3"] == "http://s3:8333" and "s3" in services
+    assert services["compile"]["depends_on"]["s3-bucket"]["condition"] == "service_completed_successfully"
+    identities = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", compose["configs"]["s3-identities"]["content"])
+    credentials = json.loads(identities)["identities"][0]["credentials"][0]
+    defaults = {k: re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", v) for k, v in env.items() if k.startswith("AWS_")}
+    assert (credentials["accessKey"], credentials["secretKey"]) == (
+        defaults["AWS_ACCESS_KEY_ID"], defaults["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
