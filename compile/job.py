@@ -43,7 +43,7 @@ from prefpair.compile.pipeline import Pipeline
 from prefpair.compile.sql import sql_string
 from prefpair.durable import fsync_path
 from prefpair.schemas.log import TABLES, SegmentName, committed_files, committed_segments, table_files
-from prefpair.storage import LocalStorage, Storage, is_url, location
+from prefpair.storage import LocalStorage, Storage
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,6 @@ def compile_dataset(
 ) -> CompileResult[Path] | CompileResult[Storage]:
     """Compile the committed log under ``log_dir`` into ``out_dir`` (see the module docstring)."""
     started = time.monotonic()
-    log_dir, out_dir = (location(x) if isinstance(x, str) and is_url(x) else x for x in (log_dir, out_dir))
     log_source, segments, files = _read_log(log_dir)
     if isinstance(out_dir, Storage) and not isinstance(out_dir, LocalStorage):
         return _publish(log_source, out_dir, config, files, segments, started)
@@ -180,7 +179,7 @@ def _publish(
             "watermarks": manifest["inputs"]["partitions"],
         }
         publication = output.publish(out, stage, number, incremental=config.incremental, summary=summary)
-    kept = output.published(out) if config.incremental else output.published(out)[-output.KEEP_REPLACED :]
+    kept = output.published(out, None if config.incremental else output.KEEP_REPLACED)
     output.sweep_published(out, kept)
     final = _relocate(result, out / publication.path, time.monotonic() - started)
     _log_done(final)

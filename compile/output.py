@@ -243,9 +243,11 @@ def publication_numbers(out: Storage) -> list[int]:
     return sorted(int(m.group(1)) for key in (out / PUBLISHED).list_files() if (m := POINTER.match(key)))
 
 
-def published(out: Storage) -> list[Publication]:
-    """Every publication of an output, oldest first (without ``--incremental`` only the last counts)."""
-    return [Publication.read(out, number) for number in publication_numbers(out)]
+def published(out: Storage, last: int | None = None) -> list[Publication]:
+    """The publications of an output (the ``last`` ones, or all), oldest first; without
+    ``--incremental`` only the newest counts."""
+    numbers = publication_numbers(out)
+    return [Publication.read(out, number) for number in (numbers[-last:] if last else numbers)]
 
 
 def latest_publication(out: Storage) -> Publication | None:
