@@ -3,6 +3,10 @@
 Safe on a schedule: reads only committed segments, writes aside and renames, refuses to run
 twice on one output (lock), and with ``--incremental`` emits only pairs that are new since the
 last run, into a new version directory. Same log and seed: byte-identical files.
+
+The log and the output may be ``s3://bucket/prefix``: an S3 output is uploaded, then published by
+a pointer object written last (``<out>/published/<n>.json``, naming ``<out>/data/<n>-<attempt>/``);
+of two runs publishing at once, the second fails and leaves nothing behind.
 """
 
 from __future__ import annotations

@@ -100,8 +100,8 @@ def test_publishing_again_gives_the_same_bytes_and_keeps_one_dataset_back(tmp_pa
     contents = [stored_files(results[-1].out_dir), stored_files(results[-2].out_dir)]
     assert contents[0] == contents[1]  # deterministic: same log, same seed
     assert [p.number for p in compile_output.published(out)] == [1, 2, 3]  # pointers are kept
-    assert compile_output.latest_publication(out) is not None
-    assert compile_output.latest_publication(out).path == results[-1].out_dir.key.removeprefix(out.key + "/")  # type: ignore[union-attr]
+    latest = compile_output.latest_publication(out)
+    assert latest is not None and out / latest.path == results[-1].out_dir
     kept = {key.split("/")[0] for key in (out / compile_output.DATA).list_files()}
     assert kept == {r.out_dir.name for r in results[1:]}  # the oldest dataset is gone
     assert results[0].out_dir.list_files() == {}
