@@ -3,13 +3,16 @@
 Safe on a schedule: reads only committed segments, writes aside and renames, refuses to run
 twice on one output (lock), and with ``--incremental`` emits only pairs that are new since the
 last run, into a new version directory. Same log and seed: byte-identical files.
+
+The log and the output may be ``s3://bucket/prefix``: an S3 output is uploaded, then published by
+a pointer object written last (``<out>/published/<n>.json``, naming ``<out>/data/<n>-<attempt>/``);
+of two runs publishing at once, the second fails and leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import textwrap
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -19,6 +22,7 @@ from prefpair.compile.formats import SPECS
 from prefpair.compile.job import CompileResult, compile_dataset
 from prefpair.config import Settings
 from prefpair.flags import Flags
+from prefpair.storage import Location, location
 
 DEFAULT_NAME = "preferences"
 
@@ -28,8 +32,14 @@ class CompileJob(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    log_dir: Path | None = Field(default=None, description="the Parquet log; unset means <home>/log")
-    out: Path | None = Field(default=None, description="the dataset directory; unset means <home>/datasets/<name>")
+    log_dir: Location | None = Field(
+        default=None, description="the Parquet log, a folder or s3://bucket/prefix; unset means <home>/log"
+    )
+    out: Location | None = Field(
+        default=None,
+        description="the dataset directory, or s3://bucket/prefix (published by pointer); "
+        "unset means <home>/datasets/<name>",
+    )
     name: str = Field(default=DEFAULT_NAME, description="dataset name when --out is not given")
 
     @field_validator("name")
@@ -88,13 +98,15 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     job = JOB_FLAGS.load(args)
     config = COMPILE_FLAGS.load(args)
-    out_dir = job.out or settings.datasets_dir / job.name
-    result = compile_dataset(job.log_dir or settings.log_dir, out_dir, config)
+    options = settings.s3_options()
+    log_dir = location(job.log_dir or settings.log_dir, options)
+    out_dir = location(job.out or settings.datasets_dir / job.name, options)
+    result = compile_dataset(log_dir, out_dir, config)
     print(summary(result))
     return 0
 
 
-def summary(result: CompileResult) -> str:
+def summary(result: CompileResult[Any]) -> str:
     """The lines printed at the end of a compile."""
     drops = ", ".join(f"{reason} {n}" for reason, n in result.drop_counts.items()) or "none"
     splits = ", ".join(f"{split} {n}" for split, n in result.split_counts.items())

@@ -23,7 +23,7 @@ class CompileConfigError(CompileError):
 class NoCommittedLogError(CompileError):
     """The log directory holds no committed segment: nothing has been consumed there yet."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path | str) -> None:
         self.log_dir = log_dir
         super().__init__(f"no committed log segments under {log_dir} (run `prefpair consume` first?)")
 
@@ -39,7 +39,18 @@ class OutputLockedError(CompileError):
 class OutputDirError(CompileError):
     """The output directory cannot be used: it holds something that is not a dataset of ours."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path | str, reason: str) -> None:
         self.path = path
         self.reason = reason
         super().__init__(f"output {path}: {reason}")
+
+
+class PublishConflictError(CompileError):
+    """Another compile published the same number of this output on object storage first."""
+
+    def __init__(self, url: str, number: int) -> None:
+        self.url = url
+        self.number = number
+        super().__init__(
+            f"another compile published {url} (number {number}) first; nothing of this run is visible, run it again"
+        )

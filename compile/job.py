@@ -3,6 +3,11 @@
 Reads only committed segments, computes in DuckDB (:mod:`prefpair.compile.pipeline`), writes
 each format with ``COPY ... (FORMAT JSON)`` into a staging dir beside the output, then renames
 it into place while holding the output's lock. Same log, same config: byte-identical files.
+
+Either side may be object storage (:mod:`prefpair.storage`): DuckDB reads an ``s3://`` log through
+the s3fs file system registered on its connection; an ``s3://`` output is staged in a local temp
+dir, uploaded, and published by a pointer written last (:func:`prefpair.compile.output.publish`).
+The files are the same bytes wherever the log and the output are.
 """
 
 from __future__ import annotations
@@ -10,12 +15,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, overload
 
 import duckdb
+from typing_extensions import TypeVar
 
 from prefpair import __version__
 from prefpair.compile import output
@@ -34,37 +42,80 @@ from prefpair.compile.formats import (
 from prefpair.compile.pipeline import Pipeline
 from prefpair.compile.sql import sql_string
 from prefpair.durable import fsync_path
-from prefpair.schemas.log import TABLES, committed_segments, table_files
+from prefpair.schemas.log import TABLES, SegmentName, committed_files, committed_segments, table_files
+from prefpair.storage import LocalStorage, Storage
 
 log = logging.getLogger(__name__)
 
+Where = TypeVar("Where", Path, Storage, default=Path)
+"""Where a result's files are: local paths, or storage (an output given as storage)."""
+
 
 @dataclass(frozen=True)
-class CompileResult:
+class CompileResult(Generic[Where]):
     """What a compile wrote, and what it counted on the way."""
 
-    out_dir: Path
-    """The dataset directory written: the output itself, or its new version with ``incremental``."""
-    manifest: Path
+    out_dir: Where
+    """The dataset directory written: the output itself, or its new version with ``incremental``
+    (on object storage: the published dataset's folder)."""
+    manifest: Where
     pairs_total: int
     split_counts: dict[str, int]
     drop_counts: dict[str, int]
     stage_counts: dict[str, int]
-    files: list[Path]
+    files: list[Where]
     unpaired_total: int = 0
     version: str | None = None
     seconds: float = 0.0
     per_format: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def compile_dataset(log_dir: Path, out_dir: Path, config: CompileConfig) -> CompileResult:
+@overload
+def compile_dataset(log_dir: Path | Storage, out_dir: Path, config: CompileConfig) -> CompileResult[Path]: ...
+@overload
+def compile_dataset(log_dir: Path | Storage, out_dir: Storage, config: CompileConfig) -> CompileResult[Storage]: ...
+def compile_dataset(
+    log_dir: Path | Storage, out_dir: Path | Storage, config: CompileConfig
+) -> CompileResult[Path] | CompileResult[Storage]:
     """Compile the committed log under ``log_dir`` into ``out_dir`` (see the module docstring)."""
     started = time.monotonic()
-    log_dir, out_dir = Path(log_dir), Path(out_dir)
-    segments = list(committed_segments(log_dir))
+    log_source, segments, files = _read_log(log_dir)
+    if isinstance(out_dir, Storage) and not isinstance(out_dir, LocalStorage):
+        return _publish(log_source, out_dir, config, files, segments, started)
+    local = _compile_local(log_source, Path(out_dir.path if isinstance(out_dir, LocalStorage) else out_dir), config,
+                           files, segments, started)  # fmt: skip
+    if isinstance(out_dir, LocalStorage):
+        return _relocate(local, LocalStorage(local.out_dir), local.seconds)
+    return local
+
+
+LogFiles = Mapping[str, Sequence[Path | str]]
+
+
+def _read_log(log_dir: Path | Storage) -> tuple[Path | Storage, list[tuple[SegmentName, Any]], LogFiles]:
+    """The log (a local path, or object storage), its committed segments and each table's files."""
+    source: Path | Storage = log_dir.path if isinstance(log_dir, LocalStorage) else log_dir
+    if isinstance(source, Storage):
+        stored, remote_files = committed_files(source)
+        segments: list[tuple[SegmentName, Any]] = list(stored)
+        files: LogFiles = remote_files
+    else:
+        source = Path(source)
+        segments = list(committed_segments(source))
+        files = {table: table_files(source, table) for table in TABLES}
     if not segments:
-        raise NoCommittedLogError(log_dir)
-    files = {table: table_files(log_dir, table) for table in TABLES}
+        raise NoCommittedLogError(source if isinstance(source, Path) else source.url)
+    return source, segments, files
+
+
+def _compile_local(
+    log_dir: Path | Storage,
+    out_dir: Path,
+    config: CompileConfig,
+    files: LogFiles,
+    segments: list[tuple[SegmentName, Any]],
+    started: float,
+) -> CompileResult[Path]:
     with output.output_lock(out_dir):
         if config.incremental:
             output.check_incremental_root(out_dir)
@@ -90,26 +141,73 @@ def compile_dataset(log_dir: Path, out_dir: Path, config: CompileConfig) -> Comp
                 target = out_dir
                 output.replace_dir(stage, out_dir, prefix)
     final = _relocate(result, target, time.monotonic() - started)
+    _log_done(final)
+    return final
+
+
+def _publish(
+    log_dir: Path | Storage,
+    out: Storage,
+    config: CompileConfig,
+    files: LogFiles,
+    segments: list[tuple[SegmentName, Any]],
+    started: float,
+) -> CompileResult[Storage]:
+    """Compile into a local temp dir, upload it and publish it by pointer (:func:`output.publish`)."""
+    latest = output.latest_publication(out)
+    output.check_publishable(out, config.incremental, latest)
+    number = (latest.number if latest else 0) + 1
+    with tempfile.TemporaryDirectory(prefix="prefpair-compile-") as temp:
+        stage = Path(temp) / "dataset"
+        stage.mkdir()
+        emitted: list[Path] = []
+        version: str | None = None
+        if config.incremental:
+            version = f"v{number:05d}"
+            for earlier in output.published(out):
+                source = out / f"{earlier.path}/{output.EMITTED}"
+                if earlier.version is not None and source.exists():
+                    local = Path(temp) / "earlier" / earlier.version / output.EMITTED
+                    local.parent.mkdir(parents=True)
+                    source.download(local)
+                    emitted.append(local)
+        result = _compile_into(stage, log_dir, out, config, files, segments, emitted, version)
+        manifest = output.read_json(stage / output.MANIFEST)
+        summary = {
+            "pairs": result.pairs_total,
+            "unpaired": result.unpaired_total,
+            "watermarks": manifest["inputs"]["partitions"],
+        }
+        publication = output.publish(out, stage, number, incremental=config.incremental, summary=summary)
+    kept = output.published(out, None if config.incremental else output.KEEP_REPLACED)
+    output.sweep_published(out, kept)
+    final = _relocate(result, out / publication.path, time.monotonic() - started)
+    _log_done(final)
+    return final
+
+
+def _log_done(result: CompileResult[Any]) -> None:
     log.info(
         "compile: %d pairs (%s) and %d unpaired examples in %s (%.1f s)",
-        final.pairs_total, final.split_counts, final.unpaired_total, final.out_dir, final.seconds,
+        result.pairs_total, result.split_counts, result.unpaired_total, result.out_dir, result.seconds,
     )  # fmt: skip
-    return final
 
 
 def _compile_into(
     stage: Path,
-    log_dir: Path,
-    out_dir: Path,
+    log_dir: Path | Storage,
+    out_dir: Path | Storage,
     config: CompileConfig,
-    files: dict[str, list[Path]],
+    files: LogFiles,
     segments: list[Any],
     emitted: list[Path],
     version: str | None,
-) -> CompileResult:
+) -> CompileResult[Path]:
     spill = stage / ".duckdb-tmp"
     con = duckdb.connect(":memory:")
     try:
+        if isinstance(log_dir, Storage):
+            log_dir.attach(con)
         con.execute(f"SET threads = {int(config.threads)}")
         con.execute(f"SET memory_limit = {sql_string(config.memory_limit or default_memory_limit())}")
         con.execute(f"SET temp_directory = {sql_string(str(spill))}")
@@ -283,7 +381,7 @@ def _counts(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, int]:
     return {str(s): int(n) for s, n in con.execute(f"SELECT split, count(*) FROM {table} GROUP BY split").fetchall()}
 
 
-def _inputs(log_dir: Path, files: dict[str, list[Path]], segments: list[Any], emitted: list[Path]) -> dict[str, Any]:
+def _inputs(log_dir: Path | Storage, files: LogFiles, segments: list[Any], emitted: list[Path]) -> dict[str, Any]:
     """The log as read: per partition, segment count and the offset watermarks (ends of ranges)."""
     partitions: dict[str, dict[str, int]] = {}
     for name, _ in segments:
@@ -321,11 +419,11 @@ def _write_state(root: Path) -> None:
     output.write_json_atomic(root / output.STATE, {"versions": runs})
 
 
-def _relocate(result: CompileResult, target: Path, seconds: float) -> CompileResult:
-    """The result with paths pointing into the renamed dataset directory."""
+def _relocate(result: CompileResult[Any], target: Where, seconds: float) -> CompileResult[Where]:
+    """The result with paths pointing into the renamed (or published) dataset directory."""
 
-    def moved(path: Path) -> Path:
-        return target / path.relative_to(result.out_dir)
+    def moved(path: Path) -> Where:
+        return target / path.relative_to(result.out_dir).as_posix()
 
     return CompileResult(
         out_dir=target,

@@ -13,6 +13,21 @@ With it, the output directory holds versions ``v00001``, ``v00002``, ...: each a
 pairs that no earlier version holds; ``.compile-state.json`` beside them summarises the runs.
 A version is committed by its rename, and the set of emitted ids is read back from the
 committed versions, so a crash at any point neither loses nor repeats a pair.
+
+On object storage (``--out s3://bucket/prefix``), which has no rename, a compile is *published*::
+
+    <out>/data/<n>-<attempt>/...     the dataset, laid out as above (staged locally, then uploaded)
+    <out>/published/<n>.json         the pointer to it, written last (n: 00000001, 00000002, ...)
+
+The pointer is created with a conditional PUT (``If-None-Match: *``): of two compiles that publish
+the same number, the second loses (:class:`~prefpair.compile.exceptions.PublishConflictError`) and
+removes its files, which it wrote under its own attempt id, so the winner's are never touched.
+Readers take the pointer with the highest number (:func:`published`) and read the dataset it
+names: the previous dataset or the new one, never a part of one, and nothing before the first.
+Without ``--incremental`` the newest pointer is the dataset and older datasets are deleted except
+the one before it (readers that resolved it a moment earlier can finish); with it, publication
+``n`` is version ``v<n>`` and every published version is kept. Pointers are never deleted, so a
+number is never reused. Files of attempts that lost or crashed are removed by the next compile.
 """
 
 from __future__ import annotations
@@ -26,11 +41,13 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefpair.compile.exceptions import OutputDirError, OutputLockedError
+from prefpair.compile.exceptions import OutputDirError, OutputLockedError, PublishConflictError
 from prefpair.durable import fsync_path, write_text_atomic
+from prefpair.storage import Storage
 
 MANIFEST = "manifest.json"
 CARD = "README.md"
@@ -170,3 +187,125 @@ def read_json(path: Path) -> Any:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, stable_json(data))
+
+
+# --------------------------------------------------------------------------- object storage: publish by pointer
+PUBLISHED = "published"
+DATA = "data"
+POINTER = re.compile(r"^(\d{8,})\.json$")
+DATA_DIR = re.compile(r"^(\d{8,})-[0-9a-f]+$")
+KEEP_REPLACED = 2
+"""Datasets kept under a non-incremental output on object storage: the current one and the one before."""
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One published compile of an output on object storage (the content of its pointer)."""
+
+    number: int
+    path: str
+    """The dataset's folder, relative to the output (``data/<n>-<attempt>``)."""
+    incremental: bool
+    version: str | None
+    """``v<n>`` for an incremental output, else None."""
+    manifest_sha256: str
+    summary: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "path": self.path,
+            "incremental": self.incremental,
+            "version": self.version,
+            "manifest_sha256": self.manifest_sha256,
+            "summary": self.summary,
+        }
+
+    @classmethod
+    def read(cls, out: Storage, number: int) -> Publication:
+        pointer = out / f"{PUBLISHED}/{number:08d}.json"
+        try:
+            data = json.loads(pointer.read_text())
+            return cls(
+                number=int(data["number"]),
+                path=str(data["path"]),
+                incremental=bool(data["incremental"]),
+                version=data["version"],
+                manifest_sha256=str(data["manifest_sha256"]),
+                summary=dict(data["summary"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise OutputDirError(pointer.url, f"is not a prefpair publication pointer ({exc})") from None
+
+
+def publication_numbers(out: Storage) -> list[int]:
+    """Numbers of the published pointers of an output, ascending."""
+    return sorted(int(m.group(1)) for key in (out / PUBLISHED).list_files() if (m := POINTER.match(key)))
+
+
+def published(out: Storage, last: int | None = None) -> list[Publication]:
+    """The publications of an output (the ``last`` ones, or all), oldest first; without
+    ``--incremental`` only the newest counts."""
+    numbers = publication_numbers(out)
+    return [Publication.read(out, number) for number in (numbers[-last:] if last else numbers)]
+
+
+def latest_publication(out: Storage) -> Publication | None:
+    """The current dataset of an output on object storage: its newest publication, if any."""
+    numbers = publication_numbers(out)
+    return Publication.read(out, numbers[-1]) if numbers else None
+
+
+def check_publishable(out: Storage, incremental: bool, latest: Publication | None) -> None:
+    """Refuse an output of the other mode, or a prefix that holds something else than our datasets."""
+    if latest is None:
+        foreign = [name for name in out.list_names() if name not in (PUBLISHED, DATA)]
+        if foreign:
+            raise OutputDirError(out.url, f"is not empty and is not a prefpair dataset (holds {foreign[0]})")
+        return
+    if latest.incremental and not incremental:
+        raise OutputDirError(out.url, "holds incremental versions; compile into it with --incremental")
+    if incremental and not latest.incremental:
+        raise OutputDirError(out.url, "holds a non-incremental dataset; use another output for --incremental")
+
+
+def publish(
+    out: Storage, stage: Path, number: int, *, incremental: bool, summary: dict[str, Any]
+) -> Publication:
+    """Upload the staged dataset under a fresh attempt folder, then create pointer ``number`` last.
+
+    Loses (PublishConflictError, its files removed) when another compile created that pointer first.
+    """
+    folder = f"{DATA}/{number:08d}-{uuid.uuid4().hex[:12]}"
+    target = out / folder
+    publication = Publication(
+        number=number,
+        path=folder,
+        incremental=incremental,
+        version=f"v{number:05d}" if incremental else None,
+        manifest_sha256=sha256_file(stage / MANIFEST),
+        summary=summary,
+    )
+    try:
+        target.upload_tree(stage)
+        (out / f"{PUBLISHED}/{number:08d}.json").write_text(stable_json(publication.to_json()), exclusive=True)
+    except FileExistsError:
+        target.delete()
+        raise PublishConflictError(out.url, number) from None
+    except BaseException:
+        target.delete()
+        raise
+    return publication
+
+
+def sweep_published(out: Storage, kept: list[Publication]) -> None:
+    """Remove dataset folders no kept publication names, up to the newest number (later ones may
+    be compiles still uploading); ``kept``: every publication (incremental) or the last few."""
+    if not kept:
+        return
+    newest = max(publication.number for publication in kept)
+    names = {publication.path.rsplit("/", 1)[-1] for publication in kept}
+    for name in (out / DATA).list_names():
+        match = DATA_DIR.match(name)
+        if match and int(match.group(1)) <= newest and name not in names:
+            (out / f"{DATA}/{name}").delete()

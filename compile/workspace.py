@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -34,7 +34,7 @@ class Workspace:
         self,
         con: duckdb.DuckDBPyConnection,
         config: CompileConfig,
-        files: dict[str, list[Path]],
+        files: Mapping[str, Sequence[Path | str]],
         emitted_files: Sequence[Path] = (),
     ) -> None:
         self.con = con

@@ -9,7 +9,7 @@ Subpackages, one concern each:
 - :mod:`prefpair.broker`    a local single-node Apache Kafka (KRaft) for development and tests
 - :mod:`prefpair.cli`       the ``prefpair`` command (the top floor: nothing imports it)
 
-The modules of this folder (settings, flags, Kafka clients, errors, topics, the broker) are the
+The modules of this folder (settings, flags, Kafka clients, storage, errors, topics, the broker) are the
 ground floor: they import none of the packages above them (``tests/test_layers.py``).
 """
 

@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from prefpair.errors import ConfigError
 from prefpair.flags import Flags
+from prefpair.storage import S3Options
 
 ENV_PREFIX = "PREFPAIR_"
 KAFKA_ENV_PREFIX = "PREFPAIR_KAFKA_"
@@ -70,6 +71,22 @@ class Settings(BaseModel):
         json_schema_extra={"flag": "--kafka-option", "env": None},
     )
 
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of S3-compatible storage for s3:// locations; unset: AWS_ENDPOINT_URL_S3, "
+        "AWS_ENDPOINT_URL, else AWS.",
+    )
+    s3_region: str | None = Field(default=None, description="Region of s3:// locations; unset: AWS_REGION.")
+    s3_access_key_id: str | None = Field(
+        default=None,
+        description="Access key id for s3:// locations (with the secret); unset: AWS_ACCESS_KEY_ID or ~/.aws.",
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None,
+        description="Secret access key for s3:// locations (environment only); unset: AWS_SECRET_ACCESS_KEY or ~/.aws.",
+        json_schema_extra={"flag": None},
+    )
+
     @field_validator("kafka")
     @classmethod
     def _no_bootstrap_in_passthrough(cls, value: Mapping[str, str]) -> Mapping[str, str]:
@@ -90,6 +107,24 @@ class Settings(BaseModel):
     @property
     def datasets_dir(self) -> Path:
         return self.home / "datasets"
+
+    def s3_options(self) -> S3Options:
+        """How ``s3://`` locations are reached (:mod:`prefpair.storage`); unset fields: the AWS chain.
+
+        The key id and the secret come together (ConfigError naming the missing one otherwise).
+        """
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            missing = "PREFPAIR_S3_SECRET_ACCESS_KEY" if self.s3_secret_access_key is None else "--s3-access-key-id"
+            raise ConfigError(
+                "s3_access_key_id" if self.s3_secret_access_key is None else "s3_secret_access_key",
+                f"needs {missing} too (or neither, for the AWS variables)",
+            )
+        return S3Options(
+            endpoint_url=self.s3_endpoint_url,
+            region=self.s3_region,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=self.s3_secret_access_key,
+        )
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -116,6 +151,8 @@ class Settings(BaseModel):
         data["kafka"] = {k: ("***" if is_secret(k) else v) for k, v in self.kafka.items()}
         if self.schema_registry_url:
             data["schema_registry_url"] = redact_url(self.schema_registry_url)
+        if self.s3_endpoint_url:
+            data["s3_endpoint_url"] = redact_url(self.s3_endpoint_url)
         return data
 
     def __repr__(self) -> str:  # never print secrets by accident

@@ -40,6 +40,18 @@ class KafkaUnavailableError(PrefpairError):
         super().__init__(f"Kafka at {bootstrap_servers} is unreachable: {reason}")
 
 
+class StorageError(PrefpairError):
+    """Object storage refused or failed an operation on a location (never names a credential).
+
+    Keeps the ``url`` and the ``reason`` (what the server or the client library said).
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{url}: {reason}")
+
+
 def first_problem(exc: pydantic.ValidationError, default: str, *, indices: bool = True) -> tuple[str, str]:
     """The dotted field path and the message of a pydantic error's first problem.
 
@@ -49,3 +61,4 @@ def first_problem(exc: pydantic.ValidationError, default: str, *, indices: bool 
     first = exc.errors()[0]
     path = (str(part) for part in first["loc"] if indices or not isinstance(part, int))
     return ".".join(path) or default, first["msg"]
+

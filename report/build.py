@@ -7,26 +7,31 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, overload
 
 import numpy as np
+from typing_extensions import TypeVar
 
-from prefpair.durable import write_text_atomic
 from prefpair.report import analyses
 from prefpair.report.config import ReportConfig
 from prefpair.report.load import LogData, load_log
 from prefpair.report.render import PLOT_IDS, render_html
+from prefpair.storage import LocalStorage, Storage
 
 HTML_NAME = "report.html"
 JSON_NAME = "report.json"
 
 
+Where = TypeVar("Where", Path, Storage, default=Path)
+"""Where a report's files are: local paths, or storage (an output given as storage)."""
+
+
 @dataclass(frozen=True)
-class Report:
+class Report(Generic[Where]):
     """A written report: where its files are, and every number in it (``data``, as in report.json)."""
 
-    html_path: Path
-    json_path: Path
+    html_path: Where
+    json_path: Where
     data: dict[str, Any] = field(repr=False)
 
     @property
@@ -48,9 +53,19 @@ class Report:
         return None if health is None else dict(health)
 
 
-def build_report(log_dir: Path, out_dir: Path, config: ReportConfig | None = None) -> Report:
+@overload
+def build_report(log_dir: Path | Storage, out_dir: Path, config: ReportConfig | None = None) -> Report[Path]: ...
+@overload
+def build_report(log_dir: Path | Storage, out_dir: Storage, config: ReportConfig | None = None) -> Report[Storage]: ...
+def build_report(
+    log_dir: Path | Storage, out_dir: Path | Storage, config: ReportConfig | None = None
+) -> Report[Path] | Report[Storage]:
     """Analyse the committed log in ``log_dir`` (or ``config.dataset``, a compiled dataset) and
-    write ``report.html`` and ``report.json`` into ``out_dir``, each atomically."""
+    write ``report.json`` then ``report.html`` into ``out_dir``, each atomically.
+
+    Either may be a folder or object storage (:mod:`prefpair.storage`); on object storage each file
+    is one PUT, so a reader gets the old file or the new one, as the rename gives locally.
+    """
     config = config or ReportConfig()
     if config.dataset is not None:
         from prefpair.report.dataset import load_dataset
@@ -58,7 +73,7 @@ def build_report(log_dir: Path, out_dir: Path, config: ReportConfig | None = Non
         data = load_dataset(config.dataset)
         source = str(config.dataset)
     else:
-        data = load_log(Path(log_dir))
+        data = load_log(log_dir if isinstance(log_dir, Storage) else Path(log_dir))
         source = str(log_dir)
     try:
         content = compute(data, config)
@@ -69,12 +84,12 @@ def build_report(log_dir: Path, out_dir: Path, config: ReportConfig | None = Non
         "files": data.files,
         "config": config.model_dump(mode="json"),
     }
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    html_path, json_path = out_dir / HTML_NAME, out_dir / JSON_NAME
-    write_text_atomic(json_path, json.dumps(_jsonable(content), indent=2, sort_keys=False, allow_nan=False) + "\n")
-    write_text_atomic(html_path, render_html(content))
-    return Report(html_path=html_path, json_path=json_path, data=_jsonable(content))
+    target = out_dir if isinstance(out_dir, Storage) else LocalStorage(Path(out_dir))
+    (target / JSON_NAME).write_text(json.dumps(_jsonable(content), indent=2, sort_keys=False, allow_nan=False) + "\n")
+    (target / HTML_NAME).write_text(render_html(content))
+    if isinstance(out_dir, Storage):
+        return Report(html_path=out_dir / HTML_NAME, json_path=out_dir / JSON_NAME, data=_jsonable(content))
+    return Report(html_path=Path(out_dir) / HTML_NAME, json_path=Path(out_dir) / JSON_NAME, data=_jsonable(content))
 
 
 def compute(data: LogData, config: ReportConfig) -> dict[str, Any]:

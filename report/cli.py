@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,6 +11,7 @@ from prefpair.config import Settings
 from prefpair.flags import Flags
 from prefpair.report.build import build_report
 from prefpair.report.config import REPORT_FLAGS
+from prefpair.storage import Location, location
 
 
 class ReportJob(BaseModel):
@@ -19,9 +19,12 @@ class ReportJob(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    log_dir: Path | None = Field(default=None, description="The consumer's Parquet log; unset means <home>/log.")
-    out: Path | None = Field(
-        default=None, description="Folder for report.html and report.json; unset means <home>/report."
+    log_dir: Location | None = Field(
+        default=None, description="The consumer's Parquet log, a folder or s3://bucket/prefix; unset means <home>/log."
+    )
+    out: Location | None = Field(
+        default=None,
+        description="Folder or s3://bucket/prefix for report.html and report.json; unset means <home>/report.",
     )
 
 
@@ -43,7 +46,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     job = JOB_FLAGS.load(args)
     config = REPORT_FLAGS.load(args)
-    report = build_report(job.log_dir or settings.log_dir, job.out or settings.home / "report", config)
+    options = settings.s3_options()
+    log_dir = location(job.log_dir or settings.log_dir, options)
+    report = build_report(log_dir, location(job.out or settings.home / "report", options), config)
     ratings = report.ratings
     print(f"report: {report.html_path}")
     print(f"data:   {report.json_path}")

@@ -14,7 +14,7 @@ class ReportError(PrefpairError):
 class EmptyLogError(ReportError):
     """The log (or dataset) folder holds nothing to report on; keeps the ``path`` looked at."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path | str, reason: str) -> None:
         self.path = path
         self.reason = reason
         super().__init__(f"nothing to report in {path}: {reason}")

@@ -24,7 +24,8 @@ import pyarrow as pa
 
 from prefpair.report.exceptions import EmptyLogError, ReportInputError
 from prefpair.schemas import resolution
-from prefpair.schemas.log import FEEDBACK_LOG, ORPHAN_LOG, SCHEMAS, table_files
+from prefpair.schemas.log import FEEDBACK_LOG, ORPHAN_LOG, SCHEMAS, committed_files, table_files
+from prefpair.storage import LocalStorage, Storage
 
 # The judgment fields the report reads, merged by resolution.
 _JUDGMENT_COLUMNS = tuple(name for name in resolution.PATCHABLE if name != "feedback_metadata")
@@ -206,7 +207,7 @@ class LogData:
         return None if row is None else row[0]
 
 
-def _load_table(con: duckdb.DuckDBPyConnection, name: str, files: list[Path], table: str) -> None:
+def _load_table(con: duckdb.DuckDBPyConnection, name: str, files: list[Path] | list[str], table: str) -> None:
     if files:
         con.execute(
             f"CREATE TEMP TABLE {name} AS SELECT * FROM read_parquet($files, union_by_name = true)",
@@ -225,15 +226,24 @@ def create_empty_log_tables(con: duckdb.DuckDBPyConnection) -> None:
         _load_table(con, name, [], table)
 
 
-def load_log(log_dir: Path) -> LogData:
-    """Read the committed segments of ``log_dir``; raise EmptyLogError when there are none."""
-    files = {table: table_files(log_dir, table) for table in SCHEMAS}
+def load_log(log_dir: Path | Storage) -> LogData:
+    """Read the committed segments of ``log_dir`` (a folder, or a log on object storage); raise
+    EmptyLogError when there are none."""
+    if isinstance(log_dir, LocalStorage):
+        log_dir = log_dir.path
+    files: dict[str, list[Path]] | dict[str, list[str]]
+    if isinstance(log_dir, Storage):
+        files = committed_files(log_dir)[1]
+    else:
+        files = {table: table_files(log_dir, table) for table in SCHEMAS}
     if not files["inference"] and not files["feedback"]:
         reason = "no committed segments (is this the log folder of `prefpair consume`?)"
-        if not log_dir.is_dir():
+        if isinstance(log_dir, Path) and not log_dir.is_dir():
             reason = "the folder does not exist"
-        raise EmptyLogError(log_dir, reason)
+        raise EmptyLogError(log_dir if isinstance(log_dir, Path) else log_dir.url, reason)
     con = duckdb.connect()
+    if isinstance(log_dir, Storage):
+        log_dir.attach(con)
     _load_table(con, "feedback_raw", files["feedback"], "feedback")
     _load_table(con, "inference_raw", files["inference"], "inference")
     _load_table(con, "orphans_raw", files["orphans"], "orphans")

@@ -13,6 +13,13 @@ partition number of the co-partitioned topics, as contiguous offset ranges::
 A segment is written under a temporary name (``.tmp-*``), fsynced, then renamed into place:
 only directories named ``seg-*`` are committed, and readers look at nothing else.
 
+On object storage (:class:`prefpair.storage.Storage`, ``s3://bucket/prefix``), which has no
+rename, a segment is committed once its ``state.json`` (:data:`COMMIT_MARKER`) exists: writers put
+it last, conditionally (``If-None-Match``, so a second writer of the same segment loses), after the
+segment's Parquet files. Readers list the log once to find the committed segments, then again for
+their files: everything a segment committed before the first listing ended is in the second one,
+even where the first listing's pages split a segment that was being committed meanwhile.
+
 Column types come from the Avro schemas (one source of truth): enums become strings,
 unions with null become nullable columns, records become structs.
 """
@@ -23,17 +30,20 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import pyarrow as pa
 
 from prefpair.schemas.registry import FEEDBACK, INFERENCE, SCHEMA_FILES, load_raw
+from prefpair.storage import LocalStorage, Storage
 
 TABLES = ("inference", "feedback", "orphans")
 SEGMENT_PREFIX = "seg-"
 TEMP_PREFIX = ".tmp-"
 PARTITION_DIR = re.compile(r"^partition=(\d+)$")
 SEGMENT_DIR = re.compile(r"^seg-i(\d+)-(\d+)-f(\d+)-(\d+)(?:-x(\d+))?$")
+COMMIT_MARKER = "state.json"
+"""Written last into every segment; on object storage, a segment without it is not committed."""
 
 
 # --------------------------------------------------------------------------- Avro -> Arrow
@@ -139,6 +149,7 @@ SCHEMAS = {"inference": INFERENCE_LOG, "feedback": FEEDBACK_LOG, "orphans": ORPH
 
 
 # --------------------------------------------------------------------------- layout
+_P = TypeVar("_P", Path, str)
 @dataclass(frozen=True, order=True)
 class SegmentName:
     """A committed segment: partition and the half-open offset ranges ``[start, end)`` of the
@@ -181,8 +192,13 @@ class SegmentName:
 
     @classmethod
     def parse(cls, path: Path) -> SegmentName | None:
-        part = PARTITION_DIR.match(path.parent.name)
-        seg = SEGMENT_DIR.match(path.name)
+        return cls.parse_names(path.parent.name, path.name)
+
+    @classmethod
+    def parse_names(cls, partition_name: str, segment_name: str) -> SegmentName | None:
+        """The segment ``<partition_name>/<segment_name>`` names, or None when it names none."""
+        part = PARTITION_DIR.match(partition_name)
+        seg = SEGMENT_DIR.match(segment_name)
         if not part or not seg:
             return None
         return cls(int(part.group(1)), *(int(g) for g in seg.groups(default="0")))
@@ -192,8 +208,25 @@ def partition_dir(log_dir: Path, partition: int) -> Path:
     return log_dir / f"partition={partition:05d}"
 
 
-def committed_segments(log_dir: Path, partition: int | None = None) -> Iterator[tuple[SegmentName, Path]]:
-    """Committed segments in (partition, offset) order; temporary directories are never listed."""
+@overload
+def committed_segments(log_dir: Path, partition: int | None = None) -> Iterator[tuple[SegmentName, Path]]: ...
+@overload
+def committed_segments(log_dir: Storage, partition: int | None = None) -> Iterator[tuple[SegmentName, Storage]]: ...
+def committed_segments(
+    log_dir: Path | Storage, partition: int | None = None
+) -> Iterator[tuple[SegmentName, Path]] | Iterator[tuple[SegmentName, Storage]]:
+    """Committed segments in (partition, offset) order; temporary directories are never listed.
+
+    ``log_dir`` is a local directory, or storage (then each segment comes as the storage of its folder).
+    """
+    if isinstance(log_dir, LocalStorage):
+        return ((name, LocalStorage(path)) for name, path in _local_segments(log_dir.path, partition))
+    if isinstance(log_dir, Storage):
+        return ((name, log_dir / relative) for name, relative in _stored_segments(log_dir, partition))
+    return _local_segments(log_dir, partition)
+
+
+def _local_segments(log_dir: Path, partition: int | None = None) -> Iterator[tuple[SegmentName, Path]]:
     if not log_dir.is_dir():
         return
     parents = [partition_dir(log_dir, partition)] if partition is not None else sorted(log_dir.iterdir())
@@ -208,14 +241,28 @@ def committed_segments(log_dir: Path, partition: int | None = None) -> Iterator[
     yield from _without_covered(sorted(found))
 
 
-def _without_covered(found: list[tuple[SegmentName, Path]]) -> list[tuple[SegmentName, Path]]:
+def _stored_segments(log: Storage, partition: int | None) -> list[tuple[SegmentName, str]]:
+    """Committed segments of a log on object storage, from one listing: those with a commit marker."""
+    scope = "" if partition is None else f"partition={partition:05d}/"
+    listed = (log / scope).list_files() if scope else log.list_files()
+    found: list[tuple[SegmentName, str]] = []
+    for key in listed:
+        parts = (scope + key).split("/")
+        if len(parts) == 3 and parts[2] == COMMIT_MARKER:
+            name = SegmentName.parse_names(parts[0], parts[1])
+            if name is not None:
+                found.append((name, f"{parts[0]}/{parts[1]}"))
+    return _without_covered(sorted(found))
+
+
+def _without_covered(found: list[tuple[SegmentName, _P]]) -> list[tuple[SegmentName, _P]]:
     """Drop segments whose ranges a wider segment already holds.
 
     Compaction renames the merged segment into place before it deletes the parts; in between
     (or after a crash there) both exist, and readers must see each row once. Segments of a
     partition form a chain (both ranges only grow), so one pass in start order finds them.
     """
-    kept: list[tuple[SegmentName, Path]] = []
+    kept: list[tuple[SegmentName, _P]] = []
     ordered = sorted(
         found, key=lambda item: (item[0].partition, item[0].inference_start, item[0].feedback_start,
                                  -item[0].inference_end, -item[0].feedback_end),
@@ -234,9 +281,40 @@ def _without_covered(found: list[tuple[SegmentName, Path]]) -> list[tuple[Segmen
     return sorted(kept)
 
 
-def table_files(log_dir: Path, table: str) -> list[Path]:
-    """Committed Parquet files of one table (``inference``, ``feedback`` or ``orphans``)."""
+@overload
+def table_files(log_dir: Path, table: str) -> list[Path]: ...
+@overload
+def table_files(log_dir: Storage, table: str) -> list[str]: ...
+def table_files(log_dir: Path | Storage, table: str) -> list[Path] | list[str]:
+    """Committed Parquet files of one table (``inference``, ``feedback`` or ``orphans``).
+
+    Of a log on storage: what DuckDB reads (:attr:`~prefpair.storage.Storage.reader_path`, after
+    :meth:`~prefpair.storage.Storage.attach`).
+    """
     if table not in SCHEMAS:
         raise ValueError(f"unknown log table {table!r}; expected one of {', '.join(TABLES)}")
+    if isinstance(log_dir, Storage):
+        return committed_files(log_dir)[1][table]
     files = (path / f"{table}.parquet" for _, path in committed_segments(log_dir))
     return [file for file in files if file.exists()]
+
+
+def committed_files(log: Storage) -> tuple[list[tuple[SegmentName, Storage]], dict[str, list[str]]]:
+    """The committed segments of a log on storage, and each table's files in them (two listings).
+
+    The segments come from a first listing, their files from a second one: a segment committed
+    before the first ended has all its files in the second (see the module docstring).
+    """
+    if isinstance(log, LocalStorage):
+        segments: list[tuple[SegmentName, Storage]] = [
+            (name, LocalStorage(path)) for name, path in _local_segments(log.path)
+        ]
+        return segments, {table: [str(f) for f in table_files(log.path, table)] for table in TABLES}
+    committed = _stored_segments(log, None)
+    listed = log.list_files() if committed else {}
+    files: dict[str, list[str]] = {
+        table: [(log / f"{relative}/{table}.parquet").reader_path
+                for _, relative in committed if f"{relative}/{table}.parquet" in listed]
+        for table in TABLES
+    }  # fmt: skip
+    return [(name, log / relative) for name, relative in committed], files

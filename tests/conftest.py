@@ -9,6 +9,10 @@
 
 Nothing is mocked and nothing is skipped: without Java and Maven (and no Docker, no cluster)
 the session fails loudly, naming what is missing.
+
+``s3_endpoint`` is a real S3 server the same way: ``PREFPAIR_TEST_S3_ENDPOINT`` (with
+``PREFPAIR_TEST_S3_ACCESS_KEY_ID`` / ``..._SECRET_ACCESS_KEY``) if set, else SeaweedFS started by the
+session (:mod:`s3_support`), with real signature checks; it fails loudly when it cannot start.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from s3_support import S3Endpoint, SeaweedS3, configured_endpoint
 
 from prefpair.broker import LocalBroker, default_cache_dir
 from prefpair.config import Settings
+from prefpair.storage import S3Storage
 from prefpair.topics import create_topics
 
 BOOTSTRAP_ENV = "PREFPAIR_BOOTSTRAP_SERVERS"
@@ -34,6 +40,9 @@ BACKEND_ENV = "PREFPAIR_TEST_KAFKA"  # auto (default), local, docker
 SESSION_BROKER_START_TIMEOUT = 90.0
 
 log = logging.getLogger("tests.conftest")
+
+# No test asks the cloud instance metadata service for credentials (botocore's last resort).
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 
 def _docker_answers() -> bool:
@@ -78,6 +87,29 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory, broker_cache_dir: 
         yield broker.start(timeout=SESSION_BROKER_START_TIMEOUT)
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """The session's S3 server (see the module docstring); its bucket exists."""
+    configured = configured_endpoint()
+    if configured is not None:
+        fs = configured.options.filesystem()
+        if not fs.exists(configured.bucket):
+            fs.mkdir(configured.bucket)
+        yield configured
+        return
+    server = SeaweedS3(tmp_path_factory.mktemp("session-s3"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_root(s3_endpoint: S3Endpoint) -> S3Storage:
+    """A prefix of the session's bucket that no other test uses: ``s3://<bucket>/test-<uuid>``."""
+    return s3_endpoint.root(f"test-{uuid.uuid4().hex[:12]}")
 
 
 def unique_topics(prefix: str = "test") -> dict[str, str]:

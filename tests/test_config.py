@@ -186,3 +186,26 @@ def test_credentials_in_the_registry_url_are_not_logged() -> None:
     assert "s3cret" not in repr(settings) and "alice" not in str(settings.redacted())
     assert settings.redacted()["schema_registry_url"] == "https://***@registry.example:8081/path"
     assert settings.schema_registry_url == "https://alice:s3cret@registry.example:8081/path"  # still usable
+
+
+def test_s3_credentials_are_masked_and_come_in_pairs() -> None:
+    secret = "wJalrXUtnFEMI-example-secret"
+    environ = {"PREFPAIR_S3_ACCESS_KEY_ID": "AKID", "PREFPAIR_S3_SECRET_ACCESS_KEY": secret,
+               "PREFPAIR_S3_ENDPOINT_URL": "http://user:pw@s3.internal:8333"}  # fmt: skip
+    settings = Settings.load(environ=environ)
+    assert secret not in repr(settings) and secret not in str(settings.redacted()) and "pw@" not in repr(settings)
+    options = settings.s3_options()
+    assert secret not in repr(options) and options.secret_access_key is not None
+    assert options.secret_access_key.get_secret_value() == secret  # still usable
+    with pytest.raises(ConfigError, match="PREFPAIR_S3_SECRET_ACCESS_KEY"):
+        Settings.load(environ={"PREFPAIR_S3_ACCESS_KEY_ID": "AKID"}).s3_options()
+    with pytest.raises(ConfigError, match="--s3-access-key-id"):
+        Settings.load(environ={"PREFPAIR_S3_SECRET_ACCESS_KEY": secret}).s3_options()
+
+
+def test_a_location_is_a_path_or_an_s3_url() -> None:
+    from prefpair.compile.cli import JOB_FLAGS
+
+    assert JOB_FLAGS.load({"out": "s3://bucket/x"}, environ={}).out == "s3://bucket/x"
+    with pytest.raises(ConfigError, match="PREFPAIR_COMPILE_OUT: unsupported scheme gs://"):
+        JOB_FLAGS.load(environ={"PREFPAIR_COMPILE_OUT": "gs://bucket/x"})
