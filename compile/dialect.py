@@ -201,15 +201,30 @@ def _substitute(body: exp.Expression, arguments: Mapping[str, exp.Expression]) -
 
 
 # ---------------------------------------------------------------------------- rewrites
+ROUND_EXACT = (
+    "(CASE WHEN __x * {p} > floor(__x * {p}) + 0.5D OR (__x * {p} = floor(__x * {p}) + 0.5D AND "
+    "((__x * 134217729.0D - (__x * 134217729.0D - __x)) * {p} - __x * {p}) "
+    "+ (__x - (__x * 134217729.0D - (__x * 134217729.0D - __x))) * {p} > 0) "
+    "THEN floor(__x * {p}) + 1 ELSE floor(__x * {p}) END) / {p}"
+)
+"""``round(__x, n)`` of a double as DuckDB computes it: to the nearest multiple of 10^-n of the double's
+*exact* value (Spark's ``round`` rounds its shortest decimal spelling half up: 0.1234565 is a tie to
+Spark, and below it to DuckDB). ``p = fl(x * 10^n)`` is off the exact product by ``e``, which
+Dekker's product (Veltkamp's split of x; 10^n needs no split) gives exactly; the result is
+``floor(p)`` or the next integer, by the side of ``floor(p) + 0.5`` that ``p + e`` is on."""
+
+
 def _round(node: exp.Expression) -> exp.Expression:
-    """``round(x, n)`` as DuckDB computes it on a double: ``round(x * 10^n) / 10^n``, half away from zero."""
+    """``round(x, n)`` of a double: :data:`ROUND_EXACT`."""
     if isinstance(node, exp.Round) and node.args.get("decimals") is not None:
         decimals = node.args["decimals"]
-        if not (isinstance(decimals, exp.Literal) and decimals.is_int):
-            raise SparkTranslationError(node.sql("duckdb"), "round() needs a constant number of decimals")
-        scale = sqlglot.parse_one(f"CAST(1e{int(decimals.name)} AS DOUBLE)", read="spark")
-        scaled = exp.Round(this=exp.Mul(this=exp.Paren(this=node.this), expression=scale))
-        return exp.Div(this=scaled, expression=scale.copy())
+        if not (isinstance(decimals, exp.Literal) and decimals.is_int and 1 <= int(decimals.name) <= 7):
+            raise SparkTranslationError(node.sql("duckdb"), "round() needs a constant 1 to 7 decimals")
+        template = sqlglot.parse_one(ROUND_EXACT.format(p=f"{10 ** int(decimals.name)}.0D"), read="spark")
+        value = exp.Paren(this=node.this)
+        return template.transform(
+            lambda n: value.copy() if isinstance(n, exp.Column) and n.name == "__x" else n, copy=False
+        )
     return node
 
 

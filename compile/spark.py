@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import pyarrow as pa
 
 from prefpair.compile import dialect
 from prefpair.compile.config import CompileConfig
@@ -53,17 +54,18 @@ EXPORTED = ("selected", "unpaired")
 """The stage tables :mod:`prefpair.compile.job` reads after the run (counts, card title, emitted ids)."""
 
 
-def build_session(master: str) -> SparkSession:
-    """A Spark session on ``master`` with the compile's settings (or the running one, as it is)."""
+def build_session(master: str, conf: Mapping[str, str] | None = None) -> SparkSession:
+    """A Spark session on ``master`` with the compile's settings and ``conf`` (or the running one, as it is)."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
         raise SparkUnavailableError("pyspark is not installed (pip install 'prefpair[spark]')") from None
     builder = SparkSession.builder.master(master).appName("prefpair-compile")
-    for key, value in SESSION_CONF.items():
-        builder = builder.config(key, value)
+    settings = dict(SESSION_CONF)
     if master.startswith("local"):
-        builder = builder.config("spark.sql.shuffle.partitions", str(LOCAL_SHUFFLE_PARTITIONS))
+        settings["spark.sql.shuffle.partitions"] = str(LOCAL_SHUFFLE_PARTITIONS)
+    for key, value in {**settings, **(conf or {})}.items():
+        builder = builder.config(key, value)
     try:
         session = builder.getOrCreate()
     except Exception as exc:  # Spark reports a missing or old Java as a generic runtime error
@@ -144,24 +146,28 @@ class SparkWorkspace(Workspace):
         self.frames.pop(name, None)
 
     def _update(self, update: dialect.Update) -> None:
-        """The table with the column changed on the rows the update matches (each row's id pins it)."""
+        """The table with the column changed on the rows the update matches.
+
+        Rows get an id from their place in the checkpointed table (partition, position: the same
+        in both uses below, as the table is computed already), the update's query gives the ids
+        it changes, and a join puts the new values in.
+        """
         from pyspark.sql import functions as F
 
         base_name = f"{update.table}__before_update"
-        self._keep(base_name, self.frames[update.table].withColumn(ROW_ID, F.monotonically_increasing_id()))
+        base = self.frames[update.table].withColumn(ROW_ID, F.monotonically_increasing_id())
+        base.createOrReplaceTempView(base_name)
         hits = self.spark.sql(
             f"SELECT {ROW_ID}, min(value) AS __value, TRUE AS __hit FROM ({update.hits(base_name, ROW_ID)}) "
             f"GROUP BY {ROW_ID}"
         )
         changed = (
-            self.frames[base_name]
-            .join(hits, ROW_ID, "left")
+            base.join(hits, ROW_ID, "left")
             .withColumn(update.column, F.when(F.col("__hit"), F.col("__value")).otherwise(F.col(update.column)))
             .drop(ROW_ID, "__value", "__hit")
         )
         self._keep(update.table, changed)
         self.spark.catalog.dropTempView(base_name)
-        self._release(base_name)
 
     # ------------------------------------------------------------------ inputs
     def log_table(self, table: str) -> str:
@@ -179,14 +185,18 @@ class SparkWorkspace(Workspace):
         return name
 
     def emitted(self, kind: str) -> str | None:
-        """A temp view of the ids of ``kind`` that earlier versions emitted (their ``.emitted.parquet``)."""
+        """A temp view of the ids of ``kind`` that earlier versions emitted (their ``.emitted.parquet``).
+
+        Read here and handed to Spark: Spark's file sources skip files whose name starts with a dot.
+        """
         if not self.emitted_files:
             return None
-        from pyspark.sql import functions as F
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
 
+        ids = pa.concat_tables([pq.read_table(path, columns=["id", "kind"]) for path in self.emitted_files])
         name = f"emitted_{kind}"
-        frame = self.spark.read.parquet(*[str(p) for p in self.emitted_files])
-        self._keep(name, frame.where(F.col("kind") == kind).select("id"))
+        self._keep(name, self.spark.createDataFrame(ids.filter(pc.equal(ids["kind"], kind)).select(["id"])))
         return name
 
     # ------------------------------------------------------------------ outputs
