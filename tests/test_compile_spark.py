@@ -19,8 +19,8 @@ from pyspark.sql import SparkSession
 
 from prefpair.compile import CompileConfig, CompileResult, compile_dataset, dialect
 from prefpair.compile.output import MANIFEST
-from prefpair.compile.sql import MACROS
 from prefpair.compile.spark import build_session
+from prefpair.compile.sql import MACROS
 
 SEED = 7
 
@@ -70,8 +70,9 @@ def _judge(log: LogBuilder, request_id: str, n: int) -> None:
         log.ranking(request_id, ["a", ["b", "c"], "d"], source="HUMAN_ANNOTATOR")
     elif kind == 2:  # reward-model scores on a declared range, with a tie
         rm = {"type": "REWARD_MODEL", "model": "rm", "model_version": "1"}
+        stars = {"type": "CONTINUOUS", "min": 1.0, "max": 5.0}
         for candidate, score in (("a", 4.5), ("b", 2.0), ("c", 2.0), ("d", 1.0 + n / 10)):
-            log.score(request_id, candidate, score, key="reward", source=rm, config={"type": "CONTINUOUS", "min": 1.0, "max": 5.0})
+            log.score(request_id, candidate, score, key="reward", source=rm, config=stars)
     elif kind == 3:  # thumbs, and logits on no declared range (tanh margins)
         log.score(request_id, "a", 1).score(request_id, "b", 0).score(request_id, "c", 0)
         logits = {"type": "REWARD_MODEL", "model": "logits"}
