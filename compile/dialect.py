@@ -122,7 +122,7 @@ def query(sql: str) -> str:
     return translated
 
 
-def _parse(sql: str) -> exp.Expression:
+def _parse(sql: str) -> exp.Expr:
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except sqlglot.errors.ParseError as exc:
@@ -148,7 +148,7 @@ def _update(tree: exp.Update, sql: str) -> Update:
     )
 
 
-def _spark(tree: exp.Expression) -> str:
+def _spark(tree: exp.Expr) -> str:
     """A DuckDB expression tree as Spark SQL text (the tree is copied, not changed)."""
     tree = _expand_macros(tree.copy())
     for rewrite in _REWRITES:
@@ -158,7 +158,7 @@ def _spark(tree: exp.Expression) -> str:
 
 # ---------------------------------------------------------------------------- macros
 @cache
-def _bodies() -> Mapping[str, tuple[tuple[str, ...], exp.Expression]]:
+def _bodies() -> Mapping[str, tuple[tuple[str, ...], exp.Expr]]:
     """Every macro and Spark body, parsed (DuckDB bodies in DuckDB's dialect, Spark ones in Spark's)."""
     bodies = {name: (params, sqlglot.parse_one(body, read="duckdb")) for name, (params, body) in MACRO_BODIES.items()}
     bodies.update(
@@ -167,7 +167,7 @@ def _bodies() -> Mapping[str, tuple[tuple[str, ...], exp.Expression]]:
     return bodies
 
 
-def _expand_macros(tree: exp.Expression) -> exp.Expression:
+def _expand_macros(tree: exp.Expr) -> exp.Expr:
     """Replace each call of a macro (and of the functions of :data:`SPARK_BODIES`) by its body, until none is left."""
     bodies = _bodies()
     for _ in range(32):  # macros call macros; never this deep
@@ -186,10 +186,10 @@ def _expand_macros(tree: exp.Expression) -> exp.Expression:
     raise SparkTranslationError(tree.sql("duckdb"), "macros nest too deep")
 
 
-def _substitute(body: exp.Expression, arguments: Mapping[str, exp.Expression]) -> exp.Expression:
+def _substitute(body: exp.Expr, arguments: Mapping[str, exp.Expr]) -> exp.Expr:
     """``body`` with its parameters replaced: ``p`` by the argument, ``p.field`` by the argument's field."""
 
-    def replace(node: exp.Expression) -> exp.Expression:
+    def replace(node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.Column) and not node.args.get("db"):
             if not node.table and node.name in arguments:
                 return arguments[node.name].copy()
@@ -214,7 +214,7 @@ Dekker's product (Veltkamp's split of x; 10^n needs no split) gives exactly; the
 ``floor(p)`` or the next integer, by the side of ``floor(p) + 0.5`` that ``p + e`` is on."""
 
 
-def _round(node: exp.Expression) -> exp.Expression:
+def _round(node: exp.Expr) -> exp.Expr:
     """``round(x, n)`` of a double: :data:`ROUND_EXACT`."""
     if isinstance(node, exp.Round) and node.args.get("decimals") is not None:
         decimals = node.args["decimals"]
@@ -228,21 +228,21 @@ def _round(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def _list_length(node: exp.Expression) -> exp.Expression:
+def _list_length(node: exp.Expr) -> exp.Expr:
     """``len(list)``: Spark's ``size`` (``length`` is a string's)."""
     if isinstance(node, exp.Length):
         return exp.Anonymous(this="size", expressions=[node.this])
     return node
 
 
-def _list_index(node: exp.Expression) -> exp.Expression:
+def _list_index(node: exp.Expr) -> exp.Expr:
     """``l[i]``: 1-based, NULL out of range."""
     if isinstance(node, exp.Bracket) and len(node.expressions) == 1:
         return exp.Anonymous(this="try_element_at", expressions=[node.this, node.expressions[0]])
     return node
 
 
-def _sorted_list(node: exp.Expression) -> exp.Expression:
+def _sorted_list(node: exp.Expr) -> exp.Expr:
     """``list(x ORDER BY x)``: the collected values, sorted."""
     if isinstance(node, exp.ArrayAgg) and isinstance(node.this, exp.Order):
         value, order = node.this.this, node.this.expressions
@@ -254,14 +254,14 @@ def _sorted_list(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def _overlaps(node: exp.Expression) -> exp.Expression:
+def _overlaps(node: exp.Expr) -> exp.Expr:
     """``list_has_any(a, b)``: Spark's ``arrays_overlap``."""
     if isinstance(node, exp.ArrayOverlaps):
         return exp.Anonymous(this="arrays_overlap", expressions=[node.this, node.expression])
     return node
 
 
-def _indexed_unnest(node: exp.Expression) -> exp.Expression:
+def _indexed_unnest(node: exp.Expr) -> exp.Expr:
     """``unnest(l) AS x, generate_subscripts(l, 1) AS i`` in a SELECT: ``inline(transform(l, (x, i) -> ...))``."""
     if not isinstance(node, exp.Select):
         return node
@@ -292,7 +292,7 @@ def _indexed_unnest(node: exp.Expression) -> exp.Expression:
     return node
 
 
-_REWRITES: tuple[Callable[[exp.Expression], exp.Expression], ...] = (
+_REWRITES: tuple[Callable[[exp.Expr], exp.Expr], ...] = (
     _indexed_unnest,
     _round,
     _list_length,
