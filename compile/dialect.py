@@ -220,10 +220,11 @@ def _round(node: exp.Expr) -> exp.Expr:
         decimals = node.args["decimals"]
         if not (isinstance(decimals, exp.Literal) and decimals.is_int and 1 <= int(decimals.name) <= 7):
             raise SparkTranslationError(node.sql("duckdb"), "round() needs a constant 1 to 7 decimals")
-        template = sqlglot.parse_one(ROUND_EXACT.format(p=f"{10 ** int(decimals.name)}.0D"), read="spark")
-        value = exp.Paren(this=node.this)
+        # x is bound once, as a lambda's argument: the formula names it seven times
+        rounding = ROUND_EXACT.format(p=f"{10 ** int(decimals.name)}.0D")
+        template = sqlglot.parse_one(f"element_at(transform(array(__value), __x -> {rounding}), 1)", read="spark")
         return template.transform(
-            lambda n: value.copy() if isinstance(n, exp.Column) and n.name == "__x" else n, copy=False
+            lambda n: node.this.copy() if isinstance(n, exp.Column) and n.name == "__value" else n, copy=False
         )
     return node
 

@@ -27,10 +27,11 @@ SEED = 7
 
 FAST_START = {
     # A test's data is tiny and its JVM short-lived: the quick JIT tier only, no generated code
-    # to compile per query, few shuffle partitions.
+    # to compile per query, few shuffle partitions and no re-planning between stages.
     "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.shuffle.partitions": "2",
+    "spark.sql.adaptive.enabled": "false",
 }
 
 
