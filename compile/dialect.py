@@ -223,9 +223,12 @@ def _round(node: exp.Expr) -> exp.Expr:
         # x is bound once, as a lambda's argument: the formula names it seven times
         rounding = ROUND_EXACT.format(p=f"{10 ** int(decimals.name)}.0D")
         template = sqlglot.parse_one(f"element_at(transform(array(__value), __x -> {rounding}), 1)", read="spark")
-        return template.transform(
-            lambda n: node.this.copy() if isinstance(n, exp.Column) and n.name == "__value" else n, copy=False
-        )
+        value: exp.Expr = node.this
+
+        def bind(n: exp.Expr) -> exp.Expr:
+            return value.copy() if isinstance(n, exp.Column) and n.name == "__value" else n
+
+        return template.transform(bind, copy=False)
     return node
 
 
