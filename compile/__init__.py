@@ -9,7 +9,8 @@ Stages (:mod:`~prefpair.compile.pipeline` runs them in order: :mod:`~prefpair.co
 :mod:`~prefpair.compile.filters`, :mod:`~prefpair.compile.derivation`,
 :mod:`~prefpair.compile.sampling`, :mod:`~prefpair.compile.unpaired`), formats
 (:mod:`~prefpair.compile.formats`), the output layout and incremental versions
-(:mod:`~prefpair.compile.output`).
+(:mod:`~prefpair.compile.output`). ``CompileConfig(engine="spark")`` runs the same stages on
+Apache Spark (:mod:`~prefpair.compile.spark`, :mod:`~prefpair.compile.dialect`).
 """
 
 from prefpair.compile.config import FORMATS, CardConfig, CompileConfig, CompileFilters, SamplingConfig
@@ -19,6 +20,8 @@ from prefpair.compile.exceptions import (
     NoCommittedLogError,
     OutputDirError,
     OutputLockedError,
+    SparkTranslationError,
+    SparkUnavailableError,
 )
 from prefpair.compile.job import CompileResult, compile_dataset
 
@@ -34,5 +37,7 @@ __all__ = [
     "OutputDirError",
     "OutputLockedError",
     "SamplingConfig",
+    "SparkTranslationError",
+    "SparkUnavailableError",
     "compile_dataset",
 ]

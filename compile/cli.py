@@ -91,7 +91,9 @@ def register(subparsers: Any) -> None:
     COMPILE_FLAGS.add_arguments(parser.add_argument_group("pairs"), only=("rankings", "min_margin", "contradictions"))
     COMPILE_FLAGS.add_arguments(parser.add_argument_group("filters"), only=("filters",))
     COMPILE_FLAGS.add_arguments(parser.add_argument_group("sampling and split"), only=("sampling", "splits", "seed"))
-    COMPILE_FLAGS.add_arguments(parser.add_argument_group("engine"), only=("memory_limit", "threads"))
+    COMPILE_FLAGS.add_arguments(
+        parser.add_argument_group("engine"), only=("engine", "spark_master", "memory_limit", "threads")
+    )
     parser.set_defaults(func=run)
 
 

@@ -249,6 +249,19 @@ class CompileConfig(_Frozen):
         default=None, description="DuckDB memory limit such as 4GB; it spills to disk beyond (default: half the RAM)"
     )
     threads: int = Field(default=2, ge=1, le=256, description="DuckDB threads")
+    engine: Literal["duckdb", "spark"] = Field(
+        default="duckdb",
+        description="where the stages run: `duckdb` in this process, or `spark` (Apache Spark, the `spark` extra; "
+        "same log and seed: the same dataset files); `spark` reads the log's files from every executor, so on "
+        "a cluster the log must be on storage they all see",
+    )
+    spark_master: str = Field(
+        default="local[2]",
+        min_length=1,
+        description="with --engine spark: the Spark master URL (local[N] runs Spark inside this process's JVM "
+        "on N cores; spark://host:7077, yarn, k8s://... a cluster)",
+        json_schema_extra={"metavar": "URL"},
+    )
 
     @field_validator("formats")
     @classmethod

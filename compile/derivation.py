@@ -82,9 +82,9 @@ def derive(ws: Workspace) -> None:
         """
     )
     ws.count_reasons("derived")
-    for derivation, n in ws.con.execute(
+    for derivation, n in ws.rows(
         "SELECT derivation, count(*) FROM derived WHERE reason IS NULL GROUP BY derivation ORDER BY derivation"
-    ).fetchall():
+    ):
         ws.stage_counts[f"pairs_{derivation}"] = int(n)
 
 

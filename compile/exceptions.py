@@ -54,3 +54,20 @@ class PublishConflictError(CompileError):
         super().__init__(
             f"another compile published {url} (number {number}) first; nothing of this run is visible, run it again"
         )
+
+
+class SparkTranslationError(CompileError):
+    """A compile statement has no Spark form (a defect of :mod:`prefpair.compile.dialect`, not of the input)."""
+
+    def __init__(self, sql: str, reason: str) -> None:
+        self.sql = sql
+        self.reason = reason
+        super().__init__(f"cannot run on Spark: {reason}: {' '.join(sql.split())[:300]}")
+
+
+class SparkUnavailableError(CompileError):
+    """``engine = spark`` without its packages (or without the Java that Spark runs on)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"engine spark: {reason}")

@@ -1,8 +1,10 @@
 """``compile_dataset``: the log in, a dataset directory out (see :mod:`prefpair.compile.output`).
 
-Reads only committed segments, computes in DuckDB (:mod:`prefpair.compile.pipeline`), writes
-each format with ``COPY ... (FORMAT JSON)`` into a staging dir beside the output, then renames
-it into place while holding the output's lock. Same log, same config: byte-identical files.
+Reads only committed segments, computes in DuckDB (:mod:`prefpair.compile.pipeline`) or, with
+``engine = spark``, on Apache Spark (:mod:`prefpair.compile.spark`: the same stages), writes each
+format with DuckDB's ``COPY ... (FORMAT JSON)`` into a staging dir beside the output, then renames
+it into place while holding the output's lock. Same log, same config (either engine):
+byte-identical files.
 
 Either side may be object storage (:mod:`prefpair.storage`): DuckDB reads an ``s3://`` log through
 the s3fs file system registered on its connection; an ``s3://`` output is staged in a local temp
@@ -17,7 +19,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, overload
@@ -29,7 +32,7 @@ from prefpair import __version__
 from prefpair.compile import output
 from prefpair.compile.card import CardData, default_pretty_name, render_card
 from prefpair.compile.config import CompileConfig
-from prefpair.compile.exceptions import NoCommittedLogError
+from prefpair.compile.exceptions import NoCommittedLogError, SparkUnavailableError
 from prefpair.compile.formats import (
     SPECS,
     FormatSpec,
@@ -212,8 +215,8 @@ def _compile_into(
         con.execute(f"SET memory_limit = {sql_string(config.memory_limit or default_memory_limit())}")
         con.execute(f"SET temp_directory = {sql_string(str(spill))}")
         con.execute("SET preserve_insertion_order = true")
-        pipeline = Pipeline(con, config, files, emitted)
-        pipeline.run()
+        with _pipeline(con, config, files, emitted) as pipeline:
+            pipeline.run()
         split_counts = _counts(con, "selected")
         has_unpaired = "trl_unpaired" in config.formats
         unpaired_counts = _counts(con, "unpaired") if has_unpaired else {}
@@ -325,6 +328,23 @@ def _compile_into(
         version=version,
         per_format={fmt: {split: rows for split, (_, rows) in splits.items()} for fmt, splits in written.items()},
     )
+
+
+@contextmanager
+def _pipeline(
+    con: duckdb.DuckDBPyConnection, config: CompileConfig, files: Mapping[str, Sequence[Path | str]],
+    emitted: list[Path],
+) -> Iterator[Pipeline]:
+    """The stages on the configured engine; either way ``con`` ends up holding what is written out."""
+    if config.engine == "duckdb":
+        yield Pipeline(con, config, files, emitted)
+        return
+    try:
+        from prefpair.compile.spark import spark_pipeline
+    except ImportError as exc:
+        raise SparkUnavailableError(f"{exc.name} is not installed (pip install 'prefpair[spark]')") from None
+    with spark_pipeline(con, config, files, emitted) as pipeline:
+        yield pipeline
 
 
 def _file_entry(stage: Path, relative: str, rows: int) -> dict[str, Any]:

@@ -31,6 +31,10 @@ the inputs and the counts): 1-3 in :mod:`~prefpair.compile.resolution`, 4 and 7 
 :mod:`~prefpair.compile.filters`, 5-6 in :mod:`~prefpair.compile.derivation`, 8-9 in
 :mod:`~prefpair.compile.sampling`, the unpaired (KTO) examples in :mod:`~prefpair.compile.unpaired`;
 the SQL they share (literals, macros) in :mod:`~prefpair.compile.sql`.
+
+The SQL is DuckDB's; the Spark engine (:mod:`~prefpair.compile.spark`) runs the same stages, their
+statements translated by :mod:`~prefpair.compile.dialect`. A stage reads and counts through its
+workspace (``execute``, ``rows``, ``scalar``), never through the connection itself.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from prefpair.compile.sql import sql_string
 from prefpair.compile.workspace import Workspace
 
-PROMPT_BUCKET = "('0x' || substr(prompt_id, 1, 8))::BIGINT / 4294967296.0"
-"""A prompt's place in [0, 1): the first 32 bits of its hash. The split goes by it alone, so no
-prompt is in two splits."""
+PROMPT_BUCKET = "prompt_bucket(prompt_id)"
+"""A prompt's place in [0, 1): the first 32 bits of its hash (the ``prompt_bucket`` macro of
+:mod:`prefpair.compile.sql`). The split goes by it alone, so no prompt is in two splits."""
 
 
 def split_case(splits: Mapping[str, float]) -> str:

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -54,16 +55,18 @@ class Workspace:
         self.con.execute(sql)
         log.debug("compile: %.2f s  %s", time.monotonic() - started, " ".join(sql.split())[:100])
 
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        """The rows of a query (small results: counts per reason, per derivation...)."""
+        return self.con.execute(sql).fetchall()
+
     def scalar(self, sql: str) -> int:
         """The first value of a query as an int (0 for no row or NULL)."""
-        rows = self.con.execute(sql).fetchall()
+        rows = self.rows(sql)
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
     def count_reasons(self, table: str) -> None:
         """Add ``table``'s rows with a ``reason`` to the drops, per reason."""
-        for reason, n in self.con.execute(
-            f"SELECT reason, count(*) FROM {table} WHERE reason IS NOT NULL GROUP BY reason"
-        ).fetchall():
+        for reason, n in self.rows(f"SELECT reason, count(*) FROM {table} WHERE reason IS NOT NULL GROUP BY reason"):
             self.drops[reason] = self.drops.get(reason, 0) + int(n)
 
     def log_table(self, table: str) -> str:

@@ -150,6 +150,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("CompileConfig", "incremental"): case(("--incremental",), "true", True),
     ("CompileConfig", "memory_limit"): case(("--memory-limit", "4GB"), "4GB", "4GB"),
     ("CompileConfig", "threads"): case(("--threads", "4"), "4", 4),
+    ("CompileConfig", "engine"): case(("--engine", "SPARK"), "spark", "spark"),
+    ("CompileConfig", "spark_master"): case(("--spark-master", "spark://h:7077"), "spark://h:7077", "spark://h:7077"),
     ("CompileConfig", "margin_scale"): case(("--margin-scale", "0.5"), "0.5", 0.5),
     ("CompileConfig", "text_prompt"): case(("--text-prompt", "FOLD"), "fold", "fold"),
     ("CompileConfig", "card.pretty_name"): case(("--pretty-name", "My pairs"), "My pairs", "My pairs"),
