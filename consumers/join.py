@@ -189,9 +189,10 @@ class PartitionJoin:
 
     # ------------------------------------------------------------------ positions and time
     def _touch(self, size: int) -> None:
+        """The open segment changed; ``size`` Avro bytes more of it are held in memory (as rows: about 4x)."""
         if not self.opened_at:
             self.opened_at = time.monotonic()
-        self.buffered_bytes += size
+        self.buffered_bytes += size * PYTHON_OVERHEAD
 
     def advance(self, topic_is_inference: bool, offset: int, timestamp_ms: int | None = None) -> None:
         """A message at ``offset`` was handled (joined, dead-lettered or skipped)."""
