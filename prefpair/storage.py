@@ -150,6 +150,11 @@ class Storage(ABC):
         """Every file below this folder (recursive), as ``/``-separated relative paths -> sizes."""
 
     @abstractmethod
+    def list_modified(self) -> dict[str, float]:
+        """Every file below this folder (recursive), as relative paths -> last modified (Unix seconds):
+        a file's mtime, an object's LastModified. What sweeps of abandoned writes go by."""
+
+    @abstractmethod
     def list_names(self) -> list[str]:
         """Names of the files and folders right under this folder, sorted (a folder emptied a moment
         ago may still be listed: local directories stay, and some S3 servers remove them lazily)."""
@@ -242,6 +247,16 @@ class LocalStorage(Storage):
                 found[file.relative_to(self.path).as_posix()] = file.stat().st_size
         return dict(sorted(found.items()))
 
+    def list_modified(self) -> dict[str, float]:
+        if not self.path.is_dir():
+            return {}
+        found: dict[str, float] = {}
+        for dirpath, _, filenames in os.walk(self.path):
+            for filename in filenames:
+                file = Path(dirpath) / filename
+                found[file.relative_to(self.path).as_posix()] = file.stat().st_mtime
+        return dict(sorted(found.items()))
+
     def list_names(self) -> list[str]:
         return sorted(child.name for child in self.path.iterdir()) if self.path.is_dir() else []
 
@@ -325,16 +340,23 @@ class S3Storage(Storage):
         return self.options.filesystem()
 
     def list_files(self) -> dict[str, int]:
+        return {relative: int(info.get("size") or 0) for relative, info in self._find().items()}
+
+    def _find(self) -> dict[str, dict[str, Any]]:
+        """Every object below this prefix, relative key -> s3fs details, sorted by key."""
         folder = self._path + "/"
         try:
             found = self._call("list", lambda: self.fs.find(self._path, detail=True, withdirs=False))
         except FileNotFoundError as exc:  # a missing prefix lists empty: this is a missing bucket
             raise StorageError(self.url, f"cannot list it: {_reason(exc)}") from None
         return {
-            name[len(folder) :]: int(info.get("size") or 0)
+            name[len(folder) :]: info
             for name, info in sorted(found.items())
             if name.startswith(folder) and not name.endswith("/")
         }
+
+    def list_modified(self) -> dict[str, float]:
+        return {relative: _timestamp(info.get("LastModified")) for relative, info in self._find().items()}
 
     def list_names(self) -> list[str]:
         folder = self._path + "/"
@@ -401,6 +423,13 @@ def _status(exc: BaseException | None) -> int | None:
         return None
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return int(status) if status is not None else None
+
+
+def _timestamp(value: Any) -> float:
+    """An object's LastModified (a datetime from botocore, or a number) as Unix seconds; 0 if absent."""
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    return float(value or 0)
 
 
 def _reason(exc: BaseException) -> str:
