@@ -47,7 +47,7 @@ from prefpair.schemas.log import (
     committed_segments,
     partition_dir,
 )
-from prefpair.storage import LocalStorage, Storage
+from prefpair.storage import LocalStorage, Storage, read_all
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,17 @@ def read_parquet(file: Path | Storage, columns: list[str] | None = None, schema:
     if local is not None:
         return pq.read_table(local, columns=columns, schema=schema)
     return pq.read_table(pa.BufferReader(file.read_bytes()), columns=columns, schema=schema)
+
+
+def read_parquets(files: Sequence[Path | Storage], columns: list[str] | None = None) -> list[pa.Table]:
+    """Parquet files of the log, in order; objects on storage are fetched concurrently (one batch)."""
+    stored = [file for file in files if local_dir(file) is None]
+    contents = iter(read_all([file for file in stored if isinstance(file, Storage)]))
+    return [
+        pq.read_table(local, columns=columns) if (local := local_dir(file)) is not None
+        else pq.read_table(pa.BufferReader(next(contents)), columns=columns)
+        for file in files
+    ]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -300,19 +311,17 @@ def read_resume_state(log_dir: LogDir, partition: int) -> ResumeState:
         return state
     waiting: dict[int, PendingItem] = {}
     resolved: set[int] = set()
-    for segment in segments:
-        if segment.name.feedback_end <= start:
-            continue
-        if segment.has(f"{PENDING}.parquet"):
-            for row in read_parquet(segment.file(f"{PENDING}.parquet")).to_pylist():
-                offset = row["feedback_offset"]
-                if offset >= start:
-                    timestamp = row.pop("record_timestamp_ms")
-                    waiting[offset] = PendingItem(row, timestamp, offset)
-        for table in ("feedback", "orphans"):
-            if segment.has(f"{table}.parquet"):
-                file = segment.file(f"{table}.parquet")
-                resolved.update(read_parquet(file, columns=["feedback_offset"]).column(0).to_pylist())
+    relevant = [segment for segment in segments if segment.name.feedback_end > start]
+    pending_files = [s.file(f"{PENDING}.parquet") for s in relevant if s.has(f"{PENDING}.parquet")]
+    for table in read_parquets(pending_files):
+        for row in table.to_pylist():
+            offset = row["feedback_offset"]
+            if offset >= start:
+                timestamp = row.pop("record_timestamp_ms")
+                waiting[offset] = PendingItem(row, timestamp, offset)
+    done_files = [s.file(f"{t}.parquet") for s in relevant for t in ("feedback", "orphans") if s.has(f"{t}.parquet")]
+    for table in read_parquets(done_files, columns=["feedback_offset"]):
+        resolved.update(table.column(0).to_pylist())
     state.pending = [item for offset, item in sorted(waiting.items()) if offset not in resolved]
     if len(state.pending) != state.pending_count:
         raise CorruptStateError(
