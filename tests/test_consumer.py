@@ -552,3 +552,37 @@ def test_a_second_writer_of_a_segment_on_s3_loses_and_abandoned_writes_are_repla
         f"{first.dirname}/inference.parquet", f"{first.dirname}/state.json",
         f"{second.dirname}/inference.parquet", f"{second.dirname}/state.json",
     ]  # fmt: skip
+
+
+def test_compact_on_an_s3_log_merges_then_deletes_the_parts(
+    s3_root: S3Storage, s3_endpoint: S3Endpoint, run_cli: Any
+) -> None:
+    log = s3_root / "log"
+    written: list[dict[str, Any]] = []
+    for segment in range(4):
+        rows = _inference_rows(*(f"r{segment}-{i}" for i in range(3)), start=3 * segment)
+        write_segment(log, SegmentName(0, 3 * segment, 3 * segment + 3, 0, 0), {"inference": rows},
+                      ResumeState(0, 3 * segment + 3, 0))  # fmt: skip
+        written += rows
+    env: dict[str, str | None] = {**s3_endpoint.environment()}
+    done = run_cli("compact", "--log-dir", log.url, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"compacted {log.url}: 4 -> 2 segments" in done.stdout  # the newest is never merged
+    merged = SegmentName(0, 0, 9, 0, 0)
+    assert [name for name, _ in committed_segments(log)] == [merged, SegmentName(0, 9, 12, 0, 0)]
+    assert len((log / "partition=00000").list_names()) == 5  # the parts stay for readers that listed them
+    assert sorted(log_ids(log)["inference"]) == sorted(r["inference_event_id"] for r in written)
+    assert read_resume_state(log, 0).inference_next == 12
+
+    busy = log / ".compact.lock"
+    busy.write_text("{}", exclusive=True)
+    refused = run_cli("compact", "--log-dir", log.url, env=env)
+    assert refused.returncode == 2 and "another `prefpair compact` is running" in refused.stderr
+    busy.delete()
+    assert s3_endpoint.secret_access_key not in refused.stdout + refused.stderr + done.stdout + done.stderr
+
+    done = run_cli("compact", "--log-dir", log.url, "--delete-after", "0", env=env)
+    assert done.returncode == 0 and "3 merged parts deleted" in done.stdout, done.stdout + done.stderr
+    assert sorted({key.split("/")[0] for key in (log / "partition=00000").list_files()}) == [
+        merged.dirname, SegmentName(0, 9, 12, 0, 0).dirname]  # fmt: skip
+    assert sorted(log_ids(log)["inference"]) == sorted(r["inference_event_id"] for r in written)
