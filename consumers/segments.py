@@ -509,19 +509,22 @@ def _commit_stored(root: Storage, name: SegmentName, fill: Fill, text: str, *, c
     """Put the files, check continuity, then create the marker: the one step a second writer loses.
 
     Files of an abandoned attempt at the same segment (no marker) are replaced or deleted first,
-    so the committed folder holds exactly this writer's files.
+    so the committed folder holds exactly this writer's files. The folder is listed right before
+    the upload: a marker there means the segment is committed, and nothing of it is touched.
     """
     folder = segment_location(root, name)
     assert isinstance(folder, Storage)
     marker = folder / STATE_FILE
-    if marker.exists():
-        raise SegmentCommitError(folder.url, "already committed by another writer (its state.json exists)")
+    committed = SegmentCommitError(folder.url, "already committed by another writer (its state.json exists)")
     with tempfile.TemporaryDirectory(prefix="prefpair-segment-") as temp_name:
         temp = Path(temp_name)
         fill(temp, False)
         written = sorted(path.name for path in temp.iterdir())
+        existing = folder.list_files()
+        if STATE_FILE in existing:
+            raise committed
         try:
-            for leftover in sorted(set(folder.list_files()) - set(written)):
+            for leftover in sorted(set(existing) - set(written)):
                 (folder / leftover).delete()
             for file in written:
                 (folder / file).upload(temp / file)
@@ -534,7 +537,7 @@ def _commit_stored(root: Storage, name: SegmentName, fill: Fill, text: str, *, c
     try:
         marker.write_text(text, exclusive=True)
     except FileExistsError:
-        raise SegmentCommitError(folder.url, "already committed by another writer (its state.json exists)") from None
+        raise committed from None
     return folder
 
 
