@@ -41,6 +41,7 @@ from prefpair.consumers.segments import (
     rows_to_table,
     segment_location,
     sweep_temporaries,
+    where,
 )
 from prefpair.consumers.writer import SealedSegment, SegmentWriter
 from prefpair.errors import KafkaUnavailableError
@@ -449,7 +450,7 @@ class ConsumerDaemon:
                 self._retire(segment.partition)
                 continue
             if isinstance(error, OSError):  # disk full, read-only, permissions: nothing of it was committed
-                raise LogWriteError(str(segment_location(self.log_dir, segment.name)), error) from None
+                raise LogWriteError(where(segment_location(self.log_dir, segment.name)), error) from None
             if error is not None:
                 raise error
             self.stats.segments += 1
@@ -504,6 +505,7 @@ class ConsumerDaemon:
         for number in numbers:
             if number in self._joins:
                 continue
+            reading = time.monotonic()
             sweep_temporaries(self.log_dir, number)
             resume = read_resume_state(self.log_dir, number)
             assert self._dead_letters is not None
@@ -518,8 +520,10 @@ class ConsumerDaemon:
             )
             self._aligned[number] = AlignedPartition(self.config.max_idle_ms)
             log.info(
-                "assigned partition %d: resuming at inference offset %s, feedback offset %s, %d feedback waiting",
+                "assigned partition %d: resuming at inference offset %s, feedback offset %s, %d feedback waiting "
+                "(log read in %.2f s)",
                 number, resume.inference_next or 0, resume.feedback_next or 0, len(resume.pending),
+                time.monotonic() - reading,
             )  # fmt: skip
         for tp in partitions:
             join = self._joins[tp.partition]

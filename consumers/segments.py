@@ -11,8 +11,8 @@ On object storage (``s3://``, :class:`~prefpair.storage.Storage`) there is no re
 Parquet files are put into its folder first, continuity is checked, and ``state.json`` is put last
 with ``If-None-Match: *``: the commit marker (:data:`~prefpair.schemas.log.COMMIT_MARKER`), which
 exactly one writer of a segment can create. Readers ignore folders without it; a later owner of
-the same segment replaces what a crashed writer left there, and sweeps of the partition delete
-unmarked folders whose newest object is older than the grace. The same functions take a local
+the same segment replaces what a crashed writer left there, and the sweep on assignment deletes
+unmarked folders whose newest object is older than a minute (by LastModified). The same functions take a local
 directory or storage, so the daemon never asks which it has.
 """
 
@@ -78,6 +78,11 @@ def segment_location(log_dir: LogDir, name: SegmentName) -> Path | Storage:
     return log_dir / _relative(name)
 
 
+def where(file: Path | Storage) -> Path | str:
+    """How errors name a file of the log: its local path, or its ``s3://`` URL."""
+    return file if isinstance(file, Path) else file.url
+
+
 def read_parquet(file: Path | Storage, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
     """A Parquet file of the log: a local path, or an object read whole (one GET)."""
     local = local_dir(file)
@@ -88,8 +93,7 @@ def read_parquet(file: Path | Storage, columns: list[str] | None = None, schema:
 
 def read_parquets(files: Sequence[Path | Storage], columns: list[str] | None = None) -> list[pa.Table]:
     """Parquet files of the log, in order; objects on storage are fetched concurrently (one batch)."""
-    stored = [file for file in files if local_dir(file) is None]
-    contents = iter(read_all([file for file in stored if isinstance(file, Storage)]))
+    contents = iter(read_all([file for file in files if isinstance(file, Storage) and local_dir(file) is None]))
     return [
         pq.read_table(local, columns=columns) if (local := local_dir(file)) is not None
         else pq.read_table(pa.BufferReader(next(contents)), columns=columns)
@@ -207,7 +211,7 @@ class ResumeState:
         try:
             data = json.loads(path.read_text(encoding="utf-8") if isinstance(path, Path) else path.read_text())
         except (OSError, ValueError) as exc:
-            raise CorruptStateError(str(path), str(exc)) from None
+            raise CorruptStateError(where(path), str(exc)) from None
         legacy = [
             PendingItem(item["row"], int(item["arrived_ms"]), int(item["row"]["feedback_offset"]))
             for item in data.get("pending", [])
@@ -325,7 +329,7 @@ def read_resume_state(log_dir: LogDir, partition: int) -> ResumeState:
     state.pending = [item for offset, item in sorted(waiting.items()) if offset not in resolved]
     if len(state.pending) != state.pending_count:
         raise CorruptStateError(
-            str(path),
+            where(path),
             f"records {state.pending_count} waiting feedback events from offset {start}, "
             f"but the segments' pending files hold {len(state.pending)}",
         )
@@ -416,7 +420,7 @@ def write_segment_files(
     try:
         state = state_file.read_text(encoding="utf-8") if isinstance(state_file, Path) else state_file.read_text()
     except OSError as exc:
-        raise CorruptStateError(str(state_file), str(exc)) from None
+        raise CorruptStateError(where(state_file), str(exc)) from None
     return _commit(log_dir, name, fill, state, check_continuity=False)
 
 
@@ -557,7 +561,7 @@ def _check_continuity(log_dir: LogDir, name: SegmentName) -> None:
     newest = max(existing, key=lambda segment: segment.resume_key)
     if (newest.inference_end, newest.feedback_end) != (name.inference_start, name.feedback_start):
         raise SegmentCommitError(
-            str(segment_location(log_dir, name)),
+            where(segment_location(log_dir, name)),
             f"the log of partition {name.partition} ends at inference {newest.inference_end}, "
             f"feedback {newest.feedback_end}, not where this segment starts "
             f"({name.inference_start}, {name.feedback_start}): another consumer owns it now",

@@ -157,9 +157,11 @@ def log_target(request: pytest.FixtureRequest) -> Callable[[Settings], LogTarget
     return target
 
 
-def consume_cmd(*extra: str, until_caught_up: bool = True) -> list[str]:
+def consume_cmd(*extra: str, group: str = "exact", until_caught_up: bool = True) -> list[str]:
+    """``group``: a static member (``--instance-id``) that exits stays in its group for the session
+    timeout, with its topics: a test that comes next must use another group."""
     return [sys.executable, "-m", "prefpair.cli", "consume", *(["--until-caught-up"] if until_caught_up else []),
-            "--group-id", "exact", "--grace-ms", "600000", "--progress-interval", "2", "--session-timeout-ms", "6000",
+            "--group-id", group, "--grace-ms", "600000", "--progress-interval", "2", "--session-timeout-ms", "6000",
             *extra]  # fmt: skip
 
 
@@ -258,12 +260,13 @@ def test_exactly_once_through_repeated_sigkill(
     sender.start()  # traffic keeps coming while the daemon is killed and restarted
     rng = random.Random(11)
     env = {**cli_env(settings), **target.env}
+    group = f"exact-{settings.inference_topic}"
     kills = interrupted_progress = 0
     for _ in range(30):
         segments_before = len(list(committed_segments(target.log)))
         flush_ms = str(rng.choice([100, 300, 1000]))  # static membership: a restart takes over at once
         command = consume_cmd("--flush-interval-ms", flush_ms, "--backlog-flush-interval-ms", flush_ms,
-                              "--instance-id", "restarted", *target.args, until_caught_up=False)
+                              "--instance-id", "restarted", *target.args, group=group, until_caught_up=False)
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         assigned = threading.Event()
         threading.Thread(target=_watch_for, args=(proc, "assigned partition", assigned), daemon=True).start()
@@ -290,8 +293,8 @@ def test_exactly_once_through_repeated_sigkill(
     assert work.messages >= 50_000
     assert kills >= 5
     assert interrupted_progress >= 3, "the kills must land while the daemon is making progress"
-    final = subprocess.run(consume_cmd("--instance-id", "restarted", *target.args), env=env, capture_output=True,
-                           text=True, timeout=600)  # fmt: skip
+    final = subprocess.run(consume_cmd("--instance-id", "restarted", *target.args, group=group), env=env,
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert final.returncode == 0, final.stderr[-3000:]
     assert_exact(settings, work, target.log)
 
@@ -306,12 +309,13 @@ def test_two_instances_with_rebalance_mid_run(
     env = {**cli_env(settings), **target.env}
     small_segments = ("--flush-interval-ms", "200", "--backlog-flush-interval-ms", "200",  # the first commits early
                       *target.args)  # fmt: skip
-    first = subprocess.Popen(consume_cmd(*small_segments, until_caught_up=False), env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    group = f"exact-{settings.inference_topic}"
+    first = subprocess.Popen(consume_cmd(*small_segments, group=group, until_caught_up=False), env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     _wait_for(lambda: any(True for _ in committed_segments(target.log)), 60)
     assert first.poll() is None
-    second = subprocess.Popen(consume_cmd(*small_segments), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)  # fmt: skip
+    second = subprocess.Popen(consume_cmd(*small_segments, group=group), env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
     assigned = threading.Event()
     watcher = threading.Thread(target=_watch_for, args=(second, "assigned partition", assigned), daemon=True)
     watcher.start()
