@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from prefpair.config import Settings
 from prefpair.consumers.compaction import DEFAULT_DELETE_AFTER_S, DEFAULT_TARGET_ROWS, compact
 from prefpair.consumers.config import CONSUMER_FLAGS
-from prefpair.consumers.daemon import ConsumerDaemon
+from prefpair.consumers.daemon import ConsumerDaemon, log_storage
 from prefpair.flags import Flags
 
 
@@ -51,9 +50,9 @@ def register(subparsers: Any) -> None:
         help="run the consumer daemon: join feedback to inference into the Parquet log",
         description=(
             "Consume the inference and feedback topics as a consumer group, join feedback to its "
-            "inference on request id and append both to the Parquet log under <home>/log, exactly "
-            "once. Run any number of instances with the same --group-id. SIGTERM or SIGINT flush, "
-            "commit and leave the group."
+            "inference on request id and append both to the Parquet log (<home>/log, or --log-dir: a "
+            "folder or s3://bucket/prefix), exactly once. Run any number of instances with the same "
+            "--group-id. SIGTERM or SIGINT flush, commit and leave the group."
         ),
     )
     CONSUMER_FLAGS.add_arguments(consume)
@@ -65,6 +64,7 @@ def register(subparsers: Any) -> None:
         help="merge small segments of the Parquet log (keeps offsets and exactly-once)",
         description="Merge runs of small contiguous log segments into bigger ones; safe beside a running consumer.",
     )
+    CONSUMER_FLAGS.add_arguments(compact_parser, only=("log_dir",))  # the consumer's --log-dir: the same log
     COMPACT_FLAGS.add_arguments(compact_parser)
     compact_parser.set_defaults(func=run_compact)
 
@@ -79,9 +79,10 @@ def run_consume(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_compact(args: argparse.Namespace, settings: Settings) -> int:
     options = COMPACT_FLAGS.load(args)
-    report = compact(Path(settings.log_dir), target_rows=options.target_rows, delete_after_s=options.delete_after_s)
+    log_dir = log_storage(settings, CONSUMER_FLAGS.load(args))
+    report = compact(log_dir, target_rows=options.target_rows, delete_after_s=options.delete_after_s)
     print(
-        f"compacted {settings.log_dir}: {report.segments_before} -> {report.segments_after} segments "
+        f"compacted {log_dir}: {report.segments_before} -> {report.segments_after} segments "
         f"in {report.partitions} partitions; {report.parts_deleted} merged parts deleted"
     )
     return 0

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefpair.flags import Flags
+from prefpair.storage import Location
 
 DEFAULT_GROUP_ID = "prefpair-consumer"
 
@@ -20,6 +21,11 @@ class ConsumerConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    log_dir: Location | None = Field(
+        default=None,
+        description="Where the Parquet log is written: a folder, or s3://bucket/prefix (S3 settings: --s3-* "
+        "or the AWS variables); unset means <home>/log.",
+    )
     group_id: str = Field(default=DEFAULT_GROUP_ID, min_length=1, description="Kafka consumer group.")
     instance_id: str | None = Field(
         default=None,

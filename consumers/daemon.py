@@ -39,7 +39,9 @@ from prefpair.consumers.segments import (
     newest_segment,
     read_resume_state,
     rows_to_table,
+    segment_location,
     sweep_temporaries,
+    where,
 )
 from prefpair.consumers.writer import SealedSegment, SegmentWriter
 from prefpair.errors import KafkaUnavailableError
@@ -50,8 +52,18 @@ from prefpair.schemas.models import check_feedback_record, check_inference_recor
 from prefpair.schemas.registry import FEEDBACK as FEEDBACK_SCHEMA
 from prefpair.schemas.registry import INFERENCE as INFERENCE_SCHEMA
 from prefpair.schemas.wire import Codec, codec_for
+from prefpair.storage import Storage, is_url, location
 
 log = logging.getLogger(__name__)
+
+
+def log_storage(settings: Settings, config: ConsumerConfig) -> Path | Storage:
+    """The log ``config`` names (``--log-dir``), else ``<home>/log``: a local directory or object storage."""
+    if config.log_dir is None:
+        return Path(settings.log_dir)
+    if not is_url(config.log_dir):
+        return Path(config.log_dir)
+    return location(config.log_dir, settings.s3_options())
 
 
 class ConsumerDaemon:
@@ -66,7 +78,7 @@ class ConsumerDaemon:
         self.settings = settings
         self.config = config or ConsumerConfig()
         self.codec = codec or codec_for(settings)
-        self.log_dir = Path(settings.log_dir)
+        self.log_dir = log_storage(settings, self.config)
         self.stats = RunStats(hot_budget_bytes=self.config.hot_state_bytes)
         self._stop = threading.Event()
         self._hot = HotState(self.config.hot_state_bytes)
@@ -438,7 +450,7 @@ class ConsumerDaemon:
                 self._retire(segment.partition)
                 continue
             if isinstance(error, OSError):  # disk full, read-only, permissions: nothing of it was committed
-                raise LogWriteError(segment.name.path(self.log_dir), error) from None
+                raise LogWriteError(where(segment_location(self.log_dir, segment.name)), error) from None
             if error is not None:
                 raise error
             self.stats.segments += 1
@@ -493,6 +505,7 @@ class ConsumerDaemon:
         for number in numbers:
             if number in self._joins:
                 continue
+            reading = time.monotonic()
             sweep_temporaries(self.log_dir, number)
             resume = read_resume_state(self.log_dir, number)
             assert self._dead_letters is not None
@@ -507,8 +520,10 @@ class ConsumerDaemon:
             )
             self._aligned[number] = AlignedPartition(self.config.max_idle_ms)
             log.info(
-                "assigned partition %d: resuming at inference offset %s, feedback offset %s, %d feedback waiting",
+                "assigned partition %d: resuming at inference offset %s, feedback offset %s, %d feedback waiting "
+                "(log read in %.2f s)",
                 number, resume.inference_next or 0, resume.feedback_next or 0, len(resume.pending),
+                time.monotonic() - reading,
             )  # fmt: skip
         for tp in partitions:
             join = self._joins[tp.partition]

@@ -14,7 +14,7 @@ class ConsumerError(PrefpairError):
 class SegmentCommitError(ConsumerError):
     """A segment could not be made durable; the offsets it covers are not committed."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path | str, reason: str) -> None:
         self.path = path
         self.reason = reason
         super().__init__(f"cannot commit log segment {path}: {reason}")
@@ -32,7 +32,7 @@ class DeadLetterError(ConsumerError):
 class CorruptStateError(ConsumerError):
     """A committed segment's state.json cannot be read: the resume point is unknown."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path | str, reason: str) -> None:
         self.path = path
         self.reason = reason
         super().__init__(f"unreadable segment state {path}: {reason}")
@@ -45,7 +45,7 @@ class LogWriteError(ConsumerError):
     from the last committed segment.
     """
 
-    def __init__(self, path: Path, error: OSError) -> None:
+    def __init__(self, path: Path | str, error: OSError) -> None:
         self.path = path
         self.error = error
         super().__init__(f"cannot write log segment {path}: {error.strerror or error}")

@@ -3,7 +3,8 @@
 Parquet encoding, compression and fsync release the GIL, so on a machine with a second core the
 write of one segment overlaps the decoding and joining of the next. The order of operations that
 makes the log exactly-once does not change: segments of a partition are written one after the
-other, each through the same atomic rename (:func:`~prefpair.consumers.segments.write_segment`),
+other, each through the same atomic commit (:func:`~prefpair.consumers.segments.write_segment`: a rename,
+or on object storage a conditional put of the marker),
 and the daemon commits a segment's offsets only after it has *settled* it (seen it on disk). It
 settles the segments in flight before it seals the next ones, before a revoke hands partitions
 over, and before it stops, so at most one flush is ever in flight.
@@ -14,13 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from prefpair.consumers.exceptions import SegmentCommitError
-from prefpair.consumers.segments import PendingItem, ResumeState, write_segment
+from prefpair.consumers.segments import LogDir, PendingItem, ResumeState, write_segment
 from prefpair.schemas.log import SegmentName
 
 
@@ -48,7 +48,7 @@ Outcome = tuple[SealedSegment, BaseException | None]
 class SegmentWriter:
     """One writer thread; :meth:`submit` a flush's segments, :meth:`settle` to learn their outcomes."""
 
-    def __init__(self, log_dir: Path, compression: str) -> None:
+    def __init__(self, log_dir: LogDir, compression: str) -> None:
         self.log_dir = log_dir
         self.compression = compression
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefpair-segment-writer")

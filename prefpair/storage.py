@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Self
 
@@ -150,6 +151,11 @@ class Storage(ABC):
         """Every file below this folder (recursive), as ``/``-separated relative paths -> sizes."""
 
     @abstractmethod
+    def list_modified(self) -> dict[str, float]:
+        """Every file below this folder (recursive), as relative paths -> last modified (Unix seconds):
+        a file's mtime, an object's LastModified. What sweeps of abandoned writes go by."""
+
+    @abstractmethod
     def list_names(self) -> list[str]:
         """Names of the files and folders right under this folder, sorted (a folder emptied a moment
         ago may still be listed: local directories stay, and some S3 servers remove them lazily)."""
@@ -242,6 +248,16 @@ class LocalStorage(Storage):
                 found[file.relative_to(self.path).as_posix()] = file.stat().st_size
         return dict(sorted(found.items()))
 
+    def list_modified(self) -> dict[str, float]:
+        if not self.path.is_dir():
+            return {}
+        found: dict[str, float] = {}
+        for dirpath, _, filenames in os.walk(self.path):
+            for filename in filenames:
+                file = Path(dirpath) / filename
+                found[file.relative_to(self.path).as_posix()] = file.stat().st_mtime
+        return dict(sorted(found.items()))
+
     def list_names(self) -> list[str]:
         return sorted(child.name for child in self.path.iterdir()) if self.path.is_dir() else []
 
@@ -325,16 +341,23 @@ class S3Storage(Storage):
         return self.options.filesystem()
 
     def list_files(self) -> dict[str, int]:
+        return {relative: int(info.get("size") or 0) for relative, info in self._find().items()}
+
+    def _find(self) -> dict[str, dict[str, Any]]:
+        """Every object below this prefix, relative key -> s3fs details, sorted by key."""
         folder = self._path + "/"
         try:
             found = self._call("list", lambda: self.fs.find(self._path, detail=True, withdirs=False))
         except FileNotFoundError as exc:  # a missing prefix lists empty: this is a missing bucket
             raise StorageError(self.url, f"cannot list it: {_reason(exc)}") from None
         return {
-            name[len(folder) :]: int(info.get("size") or 0)
+            name[len(folder) :]: info
             for name, info in sorted(found.items())
             if name.startswith(folder) and not name.endswith("/")
         }
+
+    def list_modified(self) -> dict[str, float]:
+        return {relative: _timestamp(info.get("LastModified")) for relative, info in self._find().items()}
 
     def list_names(self) -> list[str]:
         folder = self._path + "/"
@@ -352,6 +375,11 @@ class S3Storage(Storage):
 
     def read_bytes(self) -> bytes:
         return bytes(self._call("read", lambda: self.fs.cat_file(self._path)))
+
+    def read_many(self, files: list[S3Storage]) -> dict[str, bytes]:
+        """Objects of this file system, fetched concurrently: bucket/key -> contents."""
+        paths = [file._path for file in files]
+        return dict(self._call("read", lambda: self.fs.cat(paths)))
 
     def write_bytes(self, data: bytes, *, exclusive: bool = False) -> None:
         mode = "create" if exclusive else "overwrite"
@@ -395,12 +423,36 @@ class S3Storage(Storage):
             raise StorageError(self.url, f"cannot {action} it: {_reason(exc)}") from None
 
 
+def read_all(files: Sequence[Storage]) -> list[bytes]:
+    """The contents of ``files``, in order: objects on S3 fetched concurrently (s3fs batches the GETs),
+    local files one by one. FileNotFoundError if one is missing."""
+    found: dict[int, bytes] = {}
+    by_options: dict[S3Options, list[tuple[int, S3Storage]]] = {}
+    for index, file in enumerate(files):
+        if isinstance(file, S3Storage):
+            by_options.setdefault(file.options, []).append((index, file))
+        else:
+            found[index] = file.read_bytes()
+    for group in by_options.values():
+        contents = group[0][1].read_many([file for _, file in group])
+        for index, file in group:
+            found[index] = bytes(contents[file._path])
+    return [found[index] for index in range(len(files))]
+
+
 def _status(exc: BaseException | None) -> int | None:
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):
         return None
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return int(status) if status is not None else None
+
+
+def _timestamp(value: Any) -> float:
+    """An object's LastModified (a datetime from botocore, or a number) as Unix seconds; 0 if absent."""
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    return float(value or 0)
 
 
 def _reason(exc: BaseException) -> str:
@@ -426,4 +478,5 @@ __all__ = [
     "check_location",
     "is_url",
     "location",
+    "read_all",
 ]

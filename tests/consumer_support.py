@@ -15,22 +15,31 @@ from conftest import settings_env
 from prefpair.config import Settings
 from prefpair.consumers.dead_letters import header_map
 from prefpair.schemas.log import table_files
+from prefpair.storage import Storage
 
 
-def log_ids(log_dir: Path) -> dict[str, list[str]]:
-    """Event ids per table, with repeats (a duplicate shows as a repeat)."""
+def _read(log_dir: Path | Storage, table: str, columns: str) -> duckdb.DuckDBPyRelation | None:
+    """``SELECT columns`` over one table's committed files, local or on storage (None: no files)."""
+    con = duckdb.connect()
+    if isinstance(log_dir, Storage):
+        log_dir.attach(con)
+    files = [str(f) for f in table_files(log_dir, table)]
+    return con.sql(f"SELECT {columns} FROM read_parquet({files})") if files else None
+
+
+def log_ids(log_dir: Path | Storage) -> dict[str, list[str]]:
+    """Event ids per table, with repeats (a duplicate shows as a repeat); the log local or on storage."""
     out: dict[str, list[str]] = {}
     for table, column in (("inference", "inference_event_id"), ("feedback", "feedback_event_id"),
                           ("orphans", "feedback_event_id")):  # fmt: skip
-        files = [str(f) for f in table_files(log_dir, table)]
-        rows = duckdb.sql(f"SELECT {column} FROM read_parquet({files})").fetchall() if files else []
-        out[table] = [r[0] for r in rows]
+        relation = _read(log_dir, table, column)
+        out[table] = [r[0] for r in relation.fetchall()] if relation is not None else []
     return out
 
 
-def feedback_rows(log_dir: Path) -> list[dict[str, Any]]:
-    files = [str(f) for f in table_files(log_dir, "feedback")]
-    return duckdb.sql(f"SELECT * FROM read_parquet({files})").to_arrow_table().to_pylist() if files else []
+def feedback_rows(log_dir: Path | Storage) -> list[dict[str, Any]]:
+    relation = _read(log_dir, "feedback", "*")
+    return relation.to_arrow_table().to_pylist() if relation is not None else []
 
 
 def dead_letters(settings: Settings, timeout: float = 20.0) -> list[tuple[bytes, dict[str, str]]]:

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,23 @@ import pytest
 from conftest import MakeSettings
 from consumer_support import cli_env, dead_letters, feedback_rows, log_ids
 from events import RawProducer, inference, pairwise, poison
+from s3_support import REGION, S3Endpoint
 
 from prefpair.config import Settings
 from prefpair.consumers import ConsumerConfig, ConsumerDaemon, compact
 from prefpair.consumers.dead_letters import H_ERROR_CLASS, H_OFFSET, H_PARTITION, H_TOPIC
-from prefpair.schemas.log import committed_segments, table_files
+from prefpair.consumers.exceptions import SegmentCommitError
+from prefpair.consumers.join import inference_row
+from prefpair.consumers.segments import (
+    ResumeState,
+    read_parquet,
+    read_resume_state,
+    sweep_temporaries,
+    write_segment,
+)
+from prefpair.schemas.log import SegmentName, committed_segments, table_files
+from prefpair.simulate.records import complete_inference
+from prefpair.storage import S3Storage, Storage
 
 
 # --------------------------------------------------------------------------- workload
@@ -103,8 +116,8 @@ def send_workload(settings: Settings, n_requests: int, seed: int, pace_s: float 
     return work
 
 
-def assert_exact(settings: Settings, work: Workload) -> None:
-    ids = log_ids(settings.log_dir)
+def assert_exact(settings: Settings, work: Workload, log: Path | Storage | None = None) -> None:
+    ids = log_ids(settings.log_dir if log is None else log)
     inference_counts = Counter(ids["inference"])
     assert [i for i, n in inference_counts.items() if n > 1] == [], "duplicated inference rows"
     assert set(inference_counts) == work.inference_ids, "inference rows lost or invented"
@@ -120,9 +133,35 @@ def assert_exact(settings: Settings, work: Workload) -> None:
     assert sorted(v for v, _ in letters) == sorted(work.poison)
 
 
-def consume_cmd(*extra: str, until_caught_up: bool = True) -> list[str]:
+@dataclass
+class LogTarget:
+    """Where a test's consumers write the log: the settings' local folder, or a prefix on the S3 server."""
+
+    log: Path | Storage
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@pytest.fixture(params=["local", "s3"])
+def log_target(request: pytest.FixtureRequest) -> Callable[[Settings], LogTarget]:
+    """``log_target(settings)``: the log in ``settings``' home, or on S3 (``--log-dir s3://...``)."""
+
+    def target(settings: Settings) -> LogTarget:
+        if request.param == "local":
+            return LogTarget(settings.log_dir)
+        s3_root: S3Storage = request.getfixturevalue("s3_root")
+        endpoint: S3Endpoint = request.getfixturevalue("s3_endpoint")
+        log = s3_root / "log"
+        return LogTarget(log, ("--log-dir", log.url), endpoint.environment())
+
+    return target
+
+
+def consume_cmd(*extra: str, group: str = "exact", until_caught_up: bool = True) -> list[str]:
+    """``group``: a static member (``--instance-id``) that exits stays in its group for the session
+    timeout, with its topics: a test that comes next must use another group."""
     return [sys.executable, "-m", "prefpair.cli", "consume", *(["--until-caught-up"] if until_caught_up else []),
-            "--group-id", "exact", "--grace-ms", "600000", "--progress-interval", "2", "--session-timeout-ms", "6000",
+            "--group-id", group, "--grace-ms", "600000", "--progress-interval", "2", "--session-timeout-ms", "6000",
             *extra]  # fmt: skip
 
 
@@ -211,25 +250,29 @@ def test_feedback_after_hot_state_dropped_is_joined_from_landed_events(make_sett
 
 
 @pytest.mark.slow
-def test_exactly_once_through_repeated_sigkill(make_settings: MakeSettings) -> None:
+def test_exactly_once_through_repeated_sigkill(
+    make_settings: MakeSettings, log_target: Callable[[Settings], LogTarget]
+) -> None:
     settings = make_settings(partitions=4)
+    target = log_target(settings)
     results: list[Workload] = []
     sender = threading.Thread(target=lambda: results.append(send_workload(settings, 21_000, seed=7, pace_s=1.2)))
     sender.start()  # traffic keeps coming while the daemon is killed and restarted
     rng = random.Random(11)
-    env = cli_env(settings)
+    env = {**cli_env(settings), **target.env}
+    group = f"exact-{settings.inference_topic}"
     kills = interrupted_progress = 0
     for _ in range(30):
-        segments_before = len(list(committed_segments(settings.log_dir)))
+        segments_before = len(list(committed_segments(target.log)))
         flush_ms = str(rng.choice([100, 300, 1000]))  # static membership: a restart takes over at once
         command = consume_cmd("--flush-interval-ms", flush_ms, "--backlog-flush-interval-ms", flush_ms,
-                              "--instance-id", "restarted", until_caught_up=False)
+                              "--instance-id", "restarted", *target.args, group=group, until_caught_up=False)
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         assigned = threading.Event()
         threading.Thread(target=_watch_for, args=(proc, "assigned partition", assigned), daemon=True).start()
         assigned.wait(30)
         deadline = time.monotonic() + 20  # once it has committed something of its own ...
-        while (len(list(committed_segments(settings.log_dir))) == segments_before and proc.poll() is None
+        while (len(list(committed_segments(target.log))) == segments_before and proc.poll() is None
                and time.monotonic() < deadline):  # fmt: skip
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 2.0))  # ... a random moment while it works
@@ -241,7 +284,7 @@ def test_exactly_once_through_repeated_sigkill(make_settings: MakeSettings) -> N
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         kills += 1
-        if len(list(committed_segments(settings.log_dir))) > segments_before:
+        if len(list(committed_segments(target.log))) > segments_before:
             interrupted_progress += 1
         if kills >= 8 or (kills >= 6 and not sender.is_alive()):
             break
@@ -250,24 +293,29 @@ def test_exactly_once_through_repeated_sigkill(make_settings: MakeSettings) -> N
     assert work.messages >= 50_000
     assert kills >= 5
     assert interrupted_progress >= 3, "the kills must land while the daemon is making progress"
-    final = subprocess.run(consume_cmd("--instance-id", "restarted"), env=env, capture_output=True, text=True,
-                           timeout=600)  # fmt: skip
+    final = subprocess.run(consume_cmd("--instance-id", "restarted", *target.args, group=group), env=env,
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert final.returncode == 0, final.stderr[-3000:]
-    assert_exact(settings, work)
+    assert_exact(settings, work, target.log)
 
 
 @pytest.mark.slow
-def test_two_instances_with_rebalance_mid_run(make_settings: MakeSettings) -> None:
+def test_two_instances_with_rebalance_mid_run(
+    make_settings: MakeSettings, log_target: Callable[[Settings], LogTarget]
+) -> None:
     settings = make_settings(partitions=4)
+    target = log_target(settings)
     first_half = send_workload(settings, n_requests=12_000, seed=3)
-    env = cli_env(settings)
-    small_segments = ("--flush-interval-ms", "200", "--backlog-flush-interval-ms", "200")  # the first commits early
-    first = subprocess.Popen(consume_cmd(*small_segments, until_caught_up=False), env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
-    _wait_for(lambda: any(True for _ in committed_segments(settings.log_dir)), 60)
+    env = {**cli_env(settings), **target.env}
+    small_segments = ("--flush-interval-ms", "200", "--backlog-flush-interval-ms", "200",  # the first commits early
+                      *target.args)  # fmt: skip
+    group = f"exact-{settings.inference_topic}"
+    first = subprocess.Popen(consume_cmd(*small_segments, group=group, until_caught_up=False), env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    _wait_for(lambda: any(True for _ in committed_segments(target.log)), 60)
     assert first.poll() is None
-    second = subprocess.Popen(consume_cmd(*small_segments), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)  # fmt: skip
+    second = subprocess.Popen(consume_cmd(*small_segments, group=group), env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
     assigned = threading.Event()
     watcher = threading.Thread(target=_watch_for, args=(second, "assigned partition", assigned), daemon=True)
     watcher.start()
@@ -283,7 +331,7 @@ def test_two_instances_with_rebalance_mid_run(make_settings: MakeSettings) -> No
     assert all(s["consumed"] > 0 for s in stats), "both instances must have done part of the work"
     assert_exact(settings, Workload(first_half.inference_ids | second_half.inference_ids,
                                     first_half.feedback_ids | second_half.feedback_ids,
-                                    first_half.poison + second_half.poison))  # fmt: skip
+                                    first_half.poison + second_half.poison), target.log)  # fmt: skip
 
 
 def test_sigterm_flushes_commits_and_exits(make_settings: MakeSettings, run_cli: Any) -> None:
@@ -416,3 +464,129 @@ def _wait_for(condition: Any, timeout: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.5)
+
+
+# --------------------------------------------------------------------------- the log on S3
+def _s3_settings(make_settings: MakeSettings, endpoint: S3Endpoint, partitions: int = 1) -> Settings:
+    return make_settings(partitions=partitions, s3_endpoint_url=endpoint.url, s3_region=REGION,
+                         s3_access_key_id=endpoint.access_key_id,
+                         s3_secret_access_key=endpoint.secret_access_key)  # fmt: skip
+
+
+def test_the_daemon_resumes_waiting_feedback_and_joins_landed_events_from_an_s3_log(
+    make_settings: MakeSettings, s3_root: S3Storage, s3_endpoint: S3Endpoint
+) -> None:
+    settings = _s3_settings(make_settings, s3_endpoint)
+    log = s3_root / "log"
+    options: dict[str, Any] = {"group_id": "s3-resume", "log_dir": log.url, "grace_ms": 600_000,
+                               "flush_interval_ms": 100}  # fmt: skip
+    producer = RawProducer(settings)
+    for i in range(20):
+        producer.inference(inference(f"old-{i}"))
+    producer.feedback(pairwise("later", feedback_id="f-waits"))  # its inference comes in the second run
+    producer.flush()
+    first = ConsumerDaemon(settings, ConsumerConfig(**options))
+    runner = threading.Thread(target=first.run)
+    runner.start()
+    try:
+        _wait_for(lambda: first.stats.consumed == 21, 60)
+    finally:
+        first.stop()  # flushes what it consumed: the waiting feedback goes to S3 as consumer state
+        runner.join(60)
+    assert not runner.is_alive() and first.stats.segments >= 1
+    assert not (settings.home / "log").exists(), "nothing may be written locally"
+    resume = read_resume_state(log, 0)
+    assert [item.row["feedback_id"] for item in resume.pending] == ["f-waits"]
+    assert (resume.inference_next, resume.feedback_next) == (20, 1)
+    assert log_ids(log)["feedback"] == [] and len(log_ids(log)["inference"]) == 20
+
+    for i in range(10):  # a new process holds nothing in memory: these join landed rows read from S3
+        producer.feedback(pairwise(f"old-{i}", feedback_id=f"late-{i}"))
+    producer.inference(inference("later"))
+    producer.flush()
+    stats = ConsumerDaemon(settings, ConsumerConfig(**options)).run(until_caught_up=True)
+    rows = {r["feedback_id"]: r for r in feedback_rows(log)}
+    assert set(rows) == {"f-waits", *(f"late-{i}" for i in range(10))}
+    assert rows["f-waits"]["join_path"] == "waited" and rows["f-waits"]["prompt"].startswith("question later")
+    assert {rows[f"late-{i}"]["join_path"] for i in range(10)} == {"landed"}
+    assert rows["late-3"]["prompt"].startswith("question old-3")
+    assert stats.joined_landed == 10 and stats.orphans == 0
+    ids = log_ids(log)
+    assert len(ids["inference"]) == len(set(ids["inference"])) == 21 and len(ids["feedback"]) == 11
+
+
+def _inference_rows(*request_ids: str, start: int = 0) -> list[dict[str, Any]]:
+    return [inference_row(complete_inference(inference(request_id)), "t.inference", 0, start + i)
+            for i, request_id in enumerate(request_ids)]  # fmt: skip
+
+
+def test_a_second_writer_of_a_segment_on_s3_loses_and_abandoned_writes_are_replaced_or_swept(
+    s3_root: S3Storage,
+) -> None:
+    log = s3_root / "log"
+    part = log / "partition=00000"
+    first = SegmentName(0, 0, 2, 0, 0)
+    kept = _inference_rows("a", "b")
+    write_segment(log, first, {"inference": kept}, ResumeState(0, 2, 0))
+    with pytest.raises(SegmentCommitError, match="already committed by another writer"):
+        write_segment(log, first, {"inference": _inference_rows("x", "y")}, ResumeState(0, 2, 0))
+    assert read_parquet(part / f"{first.dirname}/inference.parquet").column("request_id").to_pylist() == ["a", "b"]
+    with pytest.raises(SegmentCommitError, match="another consumer owns it now"):  # not where the log ends
+        write_segment(log, SegmentName(0, 1, 3, 0, 0), {"inference": _inference_rows("z", start=1)},
+                      ResumeState(0, 3, 0))  # fmt: skip
+    assert part.list_files().keys() == {f"{first.dirname}/inference.parquet", f"{first.dirname}/state.json"}
+
+    # A writer crashed after putting a file of the next segment, before its marker.
+    second = SegmentName(0, 2, 3, 0, 0)
+    abandoned = part / second.dirname
+    (abandoned / "orphans.parquet").write_bytes((part / f"{first.dirname}/inference.parquet").read_bytes())
+    assert [name for name, _ in committed_segments(log)] == [first]  # readers ignore it
+    assert read_resume_state(log, 0).inference_next == 2
+    assert sweep_temporaries(log, 0, older_than_s=3600) == 0  # too young: its writer may still be at it
+    later = _inference_rows("c", start=2)
+    write_segment(log, second, {"inference": later}, ResumeState(0, 3, 0))  # the next owner writes it again
+    assert sorted(abandoned.list_files()) == ["inference.parquet", "state.json"]  # the crashed writer's file is gone
+    assert sorted(log_ids(log)["inference"]) == sorted(r["inference_event_id"] for r in kept + later)
+
+    third = SegmentName(0, 3, 4, 0, 0)
+    (part / f"{third.dirname}/inference.parquet").write_bytes(b"half a file")
+    time.sleep(1.5)  # LastModified counts whole seconds
+    assert sweep_temporaries(log, 0, older_than_s=1.0) == 1  # abandoned long enough: swept; committed ones stay
+    assert sorted(part.list_files()) == [
+        f"{first.dirname}/inference.parquet", f"{first.dirname}/state.json",
+        f"{second.dirname}/inference.parquet", f"{second.dirname}/state.json",
+    ]  # fmt: skip
+
+
+def test_compact_on_an_s3_log_merges_then_deletes_the_parts(
+    s3_root: S3Storage, s3_endpoint: S3Endpoint, run_cli: Any
+) -> None:
+    log = s3_root / "log"
+    written: list[dict[str, Any]] = []
+    for segment in range(4):
+        rows = _inference_rows(*(f"r{segment}-{i}" for i in range(3)), start=3 * segment)
+        write_segment(log, SegmentName(0, 3 * segment, 3 * segment + 3, 0, 0), {"inference": rows},
+                      ResumeState(0, 3 * segment + 3, 0))  # fmt: skip
+        written += rows
+    env: dict[str, str | None] = {**s3_endpoint.environment()}
+    done = run_cli("compact", "--log-dir", log.url, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"compacted {log.url}: 4 -> 2 segments" in done.stdout  # the newest is never merged
+    merged = SegmentName(0, 0, 9, 0, 0)
+    assert [name for name, _ in committed_segments(log)] == [merged, SegmentName(0, 9, 12, 0, 0)]
+    assert len((log / "partition=00000").list_names()) == 5  # the parts stay for readers that listed them
+    assert sorted(log_ids(log)["inference"]) == sorted(r["inference_event_id"] for r in written)
+    assert read_resume_state(log, 0).inference_next == 12
+
+    busy = log / ".compact.lock"
+    busy.write_text("{}", exclusive=True)
+    refused = run_cli("compact", "--log-dir", log.url, env=env)
+    assert refused.returncode == 2 and "another `prefpair compact` is running" in refused.stderr
+    busy.delete()
+    assert s3_endpoint.secret_access_key not in refused.stdout + refused.stderr + done.stdout + done.stderr
+
+    done = run_cli("compact", "--log-dir", log.url, "--delete-after", "0", env=env)
+    assert done.returncode == 0 and "3 merged parts deleted" in done.stdout, done.stdout + done.stderr
+    assert sorted({key.split("/")[0] for key in (log / "partition=00000").list_files()}) == [
+        merged.dirname, SegmentName(0, 9, 12, 0, 0).dirname]  # fmt: skip
+    assert sorted(log_ids(log)["inference"]) == sorted(r["inference_event_id"] for r in written)

@@ -104,6 +104,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("BrokerCommand", "heap"): case(("--heap", "1g"), "1g", "1g"),
     ("BrokerCommand", "start_timeout"): case(("--timeout", "5"), "5", 5.0),
     ("BrokerCommand", "stop_timeout"): case(("--timeout", "6"), "6", 6.0),
+    ("ConsumerConfig", "log_dir"): case(("--log-dir", "s3://b/log"), "s3://b/log", "s3://b/log"),
     ("ConsumerConfig", "group_id"): case(("--group-id", "g"), "g", "g"),
     ("ConsumerConfig", "instance_id"): case(("--instance-id", "i-1"), "i-1", "i-1"),
     ("ConsumerConfig", "grace_ms"): case(("--grace-ms", "1234"), "1234", 1234),
