@@ -187,6 +187,7 @@ def test_docker_compose_compiles_into_its_s3_service() -> None:
 
     from prefpair.cli import build_parser
     from prefpair.compile.cli import JOB_FLAGS
+    from prefpair.consumers.config import CONSUMER_FLAGS
 
     root = Path(__file__).resolve().parents[1]
     compose = yaml.safe_load((root / "docker-compose.yml").read_text())
@@ -195,9 +196,14 @@ def test_docker_compose_compiles_into_its_s3_service() -> None:
     line = " ".join(part.strip() for part in script.split("\n"))
     command = shlex.split(re.search(r"(prefpair compile[^|]*)\|\|", line).group(1))  # type: ignore[union-attr]
     args = build_parser().parse_args(command[1:])
-    out = JOB_FLAGS.load(args, environ={}).out
+    job = JOB_FLAGS.load(args, environ={})
     bucket = services["s3-bucket"]["environment"]["BUCKET"]
-    assert out.startswith(f"s3://{bucket}/")
+    assert job.out.startswith(f"s3://{bucket}/")
+    # the consumer replicas write the log the compile reads, in the same bucket
+    consume = build_parser().parse_args(services["consumer"]["command"])
+    log_dir = CONSUMER_FLAGS.load(consume, environ={}).log_dir
+    assert log_dir == str(job.log_dir) and log_dir.startswith(f"s3://{bucket}/")
+    assert services["consumer"]["depends_on"]["s3-bucket"]["condition"] == "service_completed_successfully"
     env = services["compile"]["environment"]
     assert env["AWS_ENDPOINT_URL_S3"] == "http://s3:8333" and "s3" in services
     assert services["compile"]["depends_on"]["s3-bucket"]["condition"] == "service_completed_successfully"
