@@ -502,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [name for name, module in (("deltalake", deltalake), ("pyiceberg[sql-sqlite,pyarrow]", pyiceberg))
                if module is None]  # fmt: skip
     if missing:
-        print(f"table_formats: {' and '.join(missing)} not installed; they are not prefpair dependencies. Run:\n"
+        print(f"table_formats: {' and '.join(missing)} missing (not prefpair dependencies). Run:\n"
               f"  .venv/bin/pip install deltalake 'pyiceberg[sql-sqlite,pyarrow]'", file=sys.stderr)  # fmt: skip
         return 2
     started = time.perf_counter()
