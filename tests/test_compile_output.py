@@ -64,15 +64,27 @@ def _kind(feature: Any) -> str:
     return repr(feature)
 
 
-def test_every_format_loads_with_hugging_face_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def offline_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hugging Face ``datasets`` reads only what the test gives it, with its caches under ``tmp_path``."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+
+
+def committed_log(log_dir: Path, requests: int = 40) -> LogBuilder:
+    """A log of ``requests`` requests (see :func:`build_requests`), committed as one segment."""
+    log = LogBuilder(log_dir)
+    build_requests(log, requests)
+    log.commit()
+    return log
+
+
+@pytest.mark.usefixtures("offline_datasets")
+def test_every_format_loads_with_hugging_face_datasets(tmp_path: Path) -> None:
     from datasets import load_dataset
 
-    log = LogBuilder(tmp_path / "log")
-    build_requests(log, 40)
-    log.commit()
+    log = committed_log(tmp_path / "log")
     result = compile_dataset(log.log_dir, tmp_path / "out", CompileConfig(seed=1))
     assert set(result.per_format) == set(FORMATS)
     for fmt, columns in EXPECTED_COLUMNS.items():
@@ -140,13 +152,9 @@ def test_card_title_and_license(tmp_path: Path) -> None:
         assert caught.value.field == field, bad
 
 
+@pytest.mark.usefixtures("offline_datasets")
 def test_card_loading_snippet_runs_from_the_card_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
-    log = LogBuilder(tmp_path / "log")
-    build_requests(log, 40)
-    log.commit()
+    log = committed_log(tmp_path / "log")
     config = CompileConfig(formats=("openai", "axolotl_chatml_intel"), include_ids=True, seed=2)
     result = compile_dataset(log.log_dir, tmp_path / "out", config)
     card = (result.out_dir / "README.md").read_text()
