@@ -90,8 +90,8 @@ class RawProducer:
         self._send(self.settings.feedback_topic, event["request_id"], value, timestamp_ms)
         return value
 
-    def raw(self, topic: str, key: str, value: bytes) -> None:
-        self._send(topic, key, value)
+    def raw(self, topic: str, key: str, value: bytes, *, timestamp_ms: int | None = None) -> None:
+        self._send(topic, key, value, timestamp_ms)
 
     def flush(self) -> None:
         assert self.producer.flush(30) == 0

@@ -169,17 +169,20 @@ def consume_cmd(*extra: str, group: str = "exact", until_caught_up: bool = True)
 def test_join_orphan_and_dead_letter_rows(make_settings: MakeSettings) -> None:
     settings = make_settings(partitions=2)
     producer = RawProducer(settings)
-    producer.feedback(pairwise("early", feedback_id="f-early"))  # before its inference
+    # Record timestamps are set here, not by the producer's clock: the join runs on event time, and a
+    # slow first delivery (an idempotent producer waiting for its id) must not stretch the 200 ms
+    # between the early feedback and its inference past the grace.
+    t0 = int(time.time() * 1000)
+    producer.feedback(pairwise("early", feedback_id="f-early"), timestamp_ms=t0)  # before its inference
     producer.flush()
-    time.sleep(0.2)
-    producer.inference(inference("early"))
-    producer.inference(inference("on-time"))
-    producer.feedback(pairwise("on-time", feedback_id="f-on-time", chosen="c1", rejected="c0"))
-    producer.feedback(pairwise("never", feedback_id="f-never"))
+    producer.inference(inference("early"), timestamp_ms=t0 + 200)
+    producer.inference(inference("on-time"), timestamp_ms=t0 + 210)
+    producer.feedback(pairwise("on-time", feedback_id="f-on-time", chosen="c1", rejected="c0"), timestamp_ms=t0 + 220)
+    producer.feedback(pairwise("never", feedback_id="f-never"), timestamp_ms=t0 + 230)
     bad = b"\xc3\x01" + b"\x00" * 8 + b"\xff"
-    producer.raw(settings.feedback_topic, "never", bad)
-    wrong_kind = producer.inference(inference("wrong-topic"))
-    producer.raw(settings.feedback_topic, "wrong-topic", wrong_kind)
+    producer.raw(settings.feedback_topic, "never", bad, timestamp_ms=t0 + 240)
+    wrong_kind = producer.inference(inference("wrong-topic"), timestamp_ms=t0 + 250)
+    producer.raw(settings.feedback_topic, "wrong-topic", wrong_kind, timestamp_ms=t0 + 260)
     producer.flush()
 
     stats = ConsumerDaemon(settings, ConsumerConfig(grace_ms=1500, flush_interval_ms=100)).run(until_caught_up=True)
