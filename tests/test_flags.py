@@ -32,6 +32,7 @@ from prefpair.consumers.cli import COMPACT_FLAGS, CONSUME_RUN_FLAGS
 from prefpair.consumers.config import CONSUMER_FLAGS
 from prefpair.errors import ConfigError
 from prefpair.flags import Flags, Option
+from prefpair.judge.config import JUDGE_FLAGS
 from prefpair.report.cli import JOB_FLAGS as REPORT_JOB_FLAGS
 from prefpair.report.config import REPORT_FLAGS
 from prefpair.schemas import SourceType
@@ -44,6 +45,7 @@ RunCli = Callable[..., "subprocess.CompletedProcess[str]"]
 FLAG_SETS: tuple[Flags[Any], ...] = (
     SETTINGS_FLAGS, LOG_FLAGS, TOPICS_FLAGS, BROKER_FLAGS, CONSUMER_FLAGS, CONSUME_RUN_FLAGS, COMPACT_FLAGS,
     COMPILE_FLAGS, COMPILE_JOB_FLAGS, SERVICE_FLAGS, QUERY_FLAGS, REPORT_FLAGS, REPORT_JOB_FLAGS, DEMO_FLAGS,
+    JUDGE_FLAGS,
 )  # fmt: skip
 OWNERS: dict[str, tuple[Flags[Any], Option]] = {
     option.dest: (flags, option) for flags in FLAG_SETS for option in flags.options
@@ -222,6 +224,39 @@ CASES: dict[tuple[str, str], Case] = {
     ("ReportConfig", "title"): case(("--title", "T"), "T", "T"),
     ("ReportJob", "log_dir"): case(("--log-dir", "/l"), "/l", "/l"),
     ("ReportJob", "out"): case(("--out", "s3://b/o"), "s3://b/o", "s3://b/o"),
+    ("JudgeConfig", "kind"): case(("--kind", "RANKING"), "score", None),  # see _expected
+    ("JudgeConfig", "key"): case(("--key", "helpful"), "helpful", "helpful"),
+    ("JudgeConfig", "evaluator"): case(("--evaluator", "pkg.mod:fn"), "pkg.mod:fn", "pkg.mod:fn"),
+    ("JudgeConfig", "endpoint"): case(("--endpoint", "http://j:8000/v1"), "http://j:8000/v1", "http://j:8000/v1"),
+    ("JudgeConfig", "judge_model"): case(("--judge-model", "gpt-j"), "gpt-j", "gpt-j"),
+    ("JudgeConfig", "api_key"): case(None, SECRET, SecretStr(SECRET)),
+    ("JudgeConfig", "prompt_template"): case(("--prompt-template", "/t.txt"), "/t.txt", Path("/t.txt")),
+    ("JudgeConfig", "temperature"): case(("--temperature", "0.7"), "0.7", 0.7),
+    ("JudgeConfig", "json_mode"): case(("--no-json-mode",), "false", False),
+    ("JudgeConfig", "evaluator_version"): case(("--evaluator-version", "2"), "2", "2"),
+    ("JudgeConfig", "source_type"): case(("--source-type", "reward_model"), "REWARD_MODEL", "REWARD_MODEL"),
+    ("JudgeConfig", "run_id"): case(("--run-id", "nightly-1"), "nightly-1", "nightly-1"),
+    ("JudgeConfig", "selection.since_ms"): case(("--since", "2026-11-01"), "2026-11-01", NOV_1),
+    ("JudgeConfig", "selection.until_ms"): case(("--until", "1000"), "1000", 1000),
+    ("JudgeConfig", "selection.models"): case(("--model", "a,b"), "a,b", ("a", "b")),
+    ("JudgeConfig", "selection.model_versions"): case(("--model-version", "v2"), "v2", ("v2",)),
+    ("JudgeConfig", "selection.environments"): case(("--environment", "prod"), "prod", ("prod",)),
+    ("JudgeConfig", "selection.users"): case(("--user", "u1"), "u1", ("u1",)),
+    ("JudgeConfig", "selection.tags"): case(("--tag", "x,y"), "x,y", ("x", "y")),
+    ("JudgeConfig", "selection.sample"): case(("--sample", "50"), "50", 50),
+    ("JudgeConfig", "selection.seed"): case(("--seed", "9"), "9", 9),
+    ("JudgeConfig", "score_min"): case(("--score-min", "0"), "0", 0.0),
+    ("JudgeConfig", "score_max"): case(("--score-max", "5"), "5", 5.0),
+    ("JudgeConfig", "concurrency"): case(("--concurrency", "16"), "16", 16),
+    ("JudgeConfig", "rate"): case(("--rate", "2.5"), "2.5", 2.5),
+    ("JudgeConfig", "max_retries"): case(("--max-retries", "0"), "0", 0),
+    ("JudgeConfig", "backoff_s"): case(("--backoff", "2"), "2", 2.0),
+    ("JudgeConfig", "timeout_s"): case(("--timeout", "7"), "7", 7.0),
+    ("JudgeConfig", "prompt_price_per_1k"): case(("--prompt-price-per-1k", "0.15"), "0.15", 0.15),
+    ("JudgeConfig", "completion_price_per_1k"): case(("--completion-price-per-1k", "0.6"), "0.6", 0.6),
+    ("JudgeConfig", "checkpoint_every"): case(("--checkpoint-every", "7"), "7", 7),
+    ("JudgeConfig", "log_dir"): case(("--log-dir", "s3://b/log"), "s3://b/log", "s3://b/log"),
+    ("JudgeConfig", "progress"): case(("--no-progress",), "false", False),
     ("DemoOptions", "requests"): case(("--requests", "10"), "10", 10),
     ("DemoOptions", "seed"): case(("--seed", "3"), "3", 3),
     ("DemoOptions", "partitions"): case(("--partitions", "2"), "2", 2),
@@ -233,6 +268,8 @@ CASES: dict[tuple[str, str], Case] = {
 def _expected(key: tuple[str, str], source: str) -> Any:
     if key == ("ReportConfig", "dead_letters"):  # a count, or a metrics file holding one
         return 6 if source == "flag" else Path("metrics.json")
+    if key == ("JudgeConfig", "kind"):  # choices match ignoring case, from either side
+        return "ranking" if source == "flag" else "score"
     return CASES[key].expected
 
 

@@ -2,7 +2,8 @@
 
 Bottom-up: the ground floor ``prefpair/`` (settings, flags, Kafka clients, durable files, errors,
 topics, the local broker), the wire contract ``schemas/``, the areas (``producers/ consumers/
-compile/ service/ report/``), the simulation package ``simulate/`` (synthetic traffic through the SDK and
+compile/ service/ report/``), the judge (``judge/``: reads the log with compile's filters and writes
+feedback through the producer SDK), the simulation package ``simulate/`` (synthetic traffic through the SDK and
 the consumer's own segment writer), and the command line ``cli/`` on top.
 A module may import its own package and the layers below it; an area imports no other area,
 except for the pairs in :data:`SAME_LAYER_ALLOWED`. Every package of pyproject must be placed.
@@ -21,6 +22,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ground floor", ("prefpair",)),
     ("contract", ("prefpair.schemas",)),
     ("areas", ("prefpair.producers", "prefpair.consumers", "prefpair.compile", "prefpair.service", "prefpair.report")),
+    ("judging", ("prefpair.judge",)),
     ("simulation", ("prefpair.simulate",)),
     ("command line", ("prefpair.cli",)),
 )
