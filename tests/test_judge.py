@@ -317,7 +317,8 @@ def test_a_run_id_reused_for_another_definition_is_refused(make_settings: MakeSe
         ({"endpoint": "http://x"}, "judge_model: --endpoint needs --judge-model"),
         ({"endpoint": "ftp://x", "judge_model": "m"}, "endpoint: must be an http(s) URL"),
         ({"evaluator": "nowhere:judge"}, "evaluator 'nowhere:judge': cannot import module 'nowhere'"),
-        ({"evaluator": "lenght"}, "no entry point of group 'prefpair.judges' has that name (installed: length"),
+        ({"evaluator": "lenght"},
+         "evaluator 'lenght': no entry point of group 'prefpair.judges' has that name (installed: length"),
     ],
 )
 def test_bad_evaluator_options_are_refused_before_anything_runs(
