@@ -11,6 +11,7 @@ from prefpair.judge.evaluators import ENTRY_POINT_GROUP, CallableEvaluator, Eval
 from prefpair.judge.examples import longer_is_better
 from prefpair.judge.exceptions import (
     EndpointError,
+    EvaluatorFailedError,
     EvaluatorLoadError,
     JudgeConfigError,
     JudgeError,
@@ -28,6 +29,7 @@ __all__ = [
     "CallableEvaluator",
     "EndpointError",
     "Evaluator",
+    "EvaluatorFailedError",
     "EvaluatorLoadError",
     "HttpEvaluator",
     "JudgeConfig",

@@ -63,8 +63,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from tqdm import tqdm
 
         bar = tqdm(desc="judging", unit="judgment", file=sys.stderr, dynamic_ncols=True)
+
+    def planned(total: int, done: int) -> None:
+        if bar is not None:
+            bar.reset(total=total)
+            bar.update(done)
+
     try:
-        summary = run_judge(settings, config, on_progress=bar.update if bar is not None else None)
+        summary = run_judge(settings, config, on_progress=bar.update if bar is not None else None, on_plan=planned)
     finally:
         if bar is not None:
             bar.close()

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
-from prefpair.judge.exceptions import EvaluatorLoadError
+from prefpair.errors import PrefpairError
+from prefpair.judge.exceptions import EvaluatorFailedError, EvaluatorLoadError
 from prefpair.judge.questions import Question, Reply
 
 ENTRY_POINT_GROUP = "prefpair.judges"
@@ -70,7 +71,12 @@ class CallableEvaluator:
 
     def ask(self, question: Question) -> Reply:
         self.limiter.wait()
-        answer = self.function(question)
+        try:
+            answer = self.function(question)
+        except PrefpairError:
+            raise
+        except Exception as exc:
+            raise EvaluatorFailedError(self.name, question.request_id, question.order, exc) from exc
         if isinstance(answer, Reply):
             return answer
         raw = answer if isinstance(answer, str) else json.dumps(answer, default=str)

@@ -30,6 +30,20 @@ class EvaluatorLoadError(JudgeError):
         super().__init__(f"evaluator {spec!r}: {reason}")
 
 
+class EvaluatorFailedError(JudgeError):
+    """A Python evaluator raised while answering a question (its exception is the cause)."""
+
+    def __init__(self, evaluator: str, request_id: str, order: tuple[str, ...], error: BaseException) -> None:
+        self.evaluator = evaluator
+        self.request_id = request_id
+        self.order = order
+        self.error = error
+        super().__init__(
+            f"evaluator {evaluator!r} failed on request {request_id!r} (candidates shown as {', '.join(order)}): "
+            f"{type(error).__name__}: {error}"
+        )
+
+
 class UnparseableAnswerError(JudgeError):
     """The evaluator's answer to one question is not the JSON the question asked for.
 

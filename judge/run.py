@@ -100,8 +100,13 @@ def run_judge(
     *,
     evaluator: Evaluator | None = None,
     on_progress: Callable[[int], None] | None = None,
+    on_plan: Callable[[int, int], None] | None = None,
 ) -> JudgeSummary:
-    """Run (or resume) the judge run ``config`` defines; returns what it did. See the module docstring."""
+    """Run (or resume) the judge run ``config`` defines; returns what it did. See the module docstring.
+
+    ``on_plan(judgments, already_written)`` is called once the run is planned, ``on_progress(n)``
+    as judgments are written (a progress bar's ``total``, ``initial`` and ``update``).
+    """
     started = time.monotonic()
     if evaluator is None:
         config.check_evaluator()
@@ -123,6 +128,8 @@ def run_judge(
         run_dir.save(state)
         todo = [t for t in tasks if t.feedback_id not in state.done]
         summary.already_written = len(tasks) - len(todo)
+        if on_plan is not None:
+            on_plan(len(tasks), summary.already_written)
         _Attempt(settings, config, evaluator, run_dir, state, summary, on_progress).run(todo)
         summary.run = state.totals
     summary.cost = _cost(config, summary.attempt)

@@ -48,7 +48,7 @@ class Behaviour:
     fail_after: int | None = None
     """After this many answers, every request gets HTTP 500."""
     hold_at: int | None = None
-    """The request with this number (1-based, counting answered ones) is held forever."""
+    """Once this many requests are answered, every further request is held (never answered)."""
 
 
 class JudgeServer:
@@ -107,6 +107,12 @@ class JudgeServer:
             return 400, {"error": {"message": "not a pairwise question"}}, {}
         b = self.behaviour
         with self._lock:
+            hold = b.hold_at is not None and len(self.asked) >= b.hold_at
+        if hold:
+            self.held.set()
+            self._release.wait()
+            return 503, {"error": {"message": "shutting down"}}, {}
+        with self._lock:
             self._arrivals += 1
             arrival = self._arrivals
             if b.fail_after is not None and len(self.asked) >= b.fail_after:
@@ -124,10 +130,6 @@ class JudgeServer:
                 verdict = "A"  # the planted position bias: the first answer shown
             content = b.garbage.get(prompt, json.dumps({"winner": verdict, "reason": "by the rule"}))
             self.asked.append(Asked(prompt, a, text_b, verdict, body))
-            hold = b.hold_at is not None and len(self.asked) == b.hold_at
-        if hold:
-            self.held.set()
-            self._release.wait()
         usage = {"prompt_tokens": prompt_tokens(user), "completion_tokens": COMPLETION_TOKENS}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return 200, {

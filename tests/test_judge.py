@@ -25,7 +25,9 @@ from judge_server import COMPLETION_TOKENS, Behaviour, JudgeServer, prompt_token
 
 from prefpair.config import Settings
 from prefpair.judge import (
+    CallableEvaluator,
     EndpointError,
+    EvaluatorFailedError,
     JudgeConfig,
     JudgeError,
     JudgeSelection,
@@ -178,14 +180,14 @@ def test_killed_half_way_and_rerun_writes_each_judgment_once(
             "--no-progress", "--checkpoint-every", "1000", "--concurrency", "2"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFPAIR_")}
     env.update(settings_env(settings))
-    with JudgeServer(Behaviour(hold_at=2 * len(expected) // 2)) as server:
+    with JudgeServer(Behaviour(hold_at=len(expected))) as server:  # half the questions, then nothing
         process = subprocess.Popen([*argv, "--endpoint", server.url], env=env, cwd=tmp_path,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         try:
             assert server.held.wait(60), "the judge never reached the held request"
             # no checkpoint yet (every 1000): what reached Kafka is known only to the topic itself
             while len(read_topic(settings)) < 20:
-                pass
+                assert process.poll() is None, process.communicate()[1][-3000:]
             process.send_signal(signal.SIGKILL)
         finally:
             process.wait(30)
@@ -340,3 +342,18 @@ def test_the_selection_parses_times_as_compile_does() -> None:
     assert JudgeSelection(since_ms="2026-11-01").since_ms == 1_793_491_200_000
     with pytest.raises(ValueError, match="ISO-8601"):
         JudgeSelection(until_ms="yesterday")
+
+
+def test_a_python_evaluator_that_raises_is_named_in_the_error(make_settings: MakeSettings) -> None:
+    settings = make_settings()
+    build_log(settings.log_dir, settings, requests=3)
+
+    def explode(question: Question) -> Any:
+        raise ZeroDivisionError("no verdict today")
+
+    with pytest.raises(EvaluatorFailedError) as caught:
+        run_judge(settings, JudgeConfig(evaluator="tests:explode", progress=False, concurrency=1),
+                  evaluator=CallableEvaluator(explode, "tests:explode"))  # fmt: skip
+    assert str(caught.value) == ("evaluator 'tests:explode' failed on request 'r0000' (candidates shown as c0, c1): "
+                                 "ZeroDivisionError: no verdict today")  # fmt: skip
+    assert read_topic(settings) == []
