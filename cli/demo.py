@@ -4,9 +4,10 @@ Starts the local Kafka broker unless a cluster is configured (or one already run
 fresh set of topics for this run, simulates serving traffic through the producer SDK (several
 model versions, feedback from end users, annotators, a model judge and a reward model, updates,
 deletes, feedback before its inference, lost inferences, malformed messages), runs the consumer
-until the group has caught up, compiles a dataset, writes the analytics report and prints a
-summary. It stops what it started. Each run gets its own topics and folder under
-``<home>/demo/<run id>``, so running it again never mixes runs.
+until the group has caught up, runs a judge over a sample of the logged requests (the built-in
+``length`` judge, asked in both presentation orders) and consumes its feedback, compiles a
+dataset, writes the analytics report and prints a summary. It stops what it started. Each run
+gets its own topics and folder under ``<home>/demo/<run id>``, so running it again never mixes runs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from prefpair.compile import CompileConfig, CompileResult, compile_dataset
 from prefpair.config import Settings
 from prefpair.consumers import ConsumerConfig, ConsumerDaemon, RunStats
 from prefpair.flags import Flags
+from prefpair.judge import JudgeConfig, JudgeSelection, JudgeSummary, run_judge
 from prefpair.kafka import client_config, create_producer
 from prefpair.producers import PreferenceLogger
 from prefpair.simulate import SimulationStats, Traffic, TrafficSpec, send_to_kafka
@@ -37,6 +39,9 @@ log = logging.getLogger(__name__)
 
 DEMO_GRACE_MS = 3_000
 """Feedback waits this long for its inference in the demo (the daemon's default is 5 minutes)."""
+DEMO_JUDGE_SAMPLE = 200
+"""Requests the demo's judge run looks at (a seeded sample)."""
+DEMO_JUDGE_KEY = "length_judge"
 
 
 class DemoOptions(BaseModel):
@@ -48,6 +53,11 @@ class DemoOptions(BaseModel):
     seed: int = Field(default=7, description="Seed of the simulation and the compile.")
     partitions: int = Field(default=4, ge=1, description="Partitions of each topic of the run.")
     report: bool = Field(default=True, description="Write the analytics report.")
+    judge: bool = Field(
+        default=True,
+        description=f"Run the built-in `length` judge (no network) over a sample of {DEMO_JUDGE_SAMPLE} logged "
+        "requests and consume its feedback before compiling.",
+    )
     keep_broker: bool = Field(default=False, description="Leave the local broker running if the demo started it.")
 
 
@@ -135,7 +145,14 @@ def _pipeline(settings: Settings, options: DemoOptions, folder: Path) -> int:
     )
 
     _step(f"consuming until caught up: join on request id into {settings.log_dir}")
-    consumed = _consume(settings, folder, traffic)
+    consumed = _consume(settings, folder, traffic.inferences + traffic.feedback_events + traffic.malformed)
+
+    judged = None
+    if options.judge:
+        _step(f"judging {DEMO_JUDGE_SAMPLE} logged requests with the built-in `length` judge (every pair, both orders)")
+        judged = _judge(settings, options)
+        _step(f"consuming the judge's {judged.written} judgments")
+        _consume(settings, folder, judged.written)
 
     _step("compiling the dataset (resolve, derive pairs, clean, sample, split, write formats)")
     result = compile_dataset(settings.log_dir, folder / "dataset", CompileConfig(seed=options.seed))
@@ -145,7 +162,7 @@ def _pipeline(settings: Settings, options: DemoOptions, folder: Path) -> int:
         _step("writing the analytics report (model ratings, bias checks, agreement, feedback health)")
         report_path = _report(settings, folder, result, consumed)
 
-    _summary(settings, traffic, consumed, result, report_path, time.monotonic() - started)
+    _summary(settings, traffic, consumed, judged, result, report_path, time.monotonic() - started)
     return 0
 
 
@@ -166,7 +183,23 @@ def _simulate(settings: Settings, options: DemoOptions) -> SimulationStats:
     return traffic
 
 
-def _consume(settings: Settings, folder: Path, traffic: SimulationStats) -> RunStats:
+def _judge(settings: Settings, options: DemoOptions) -> JudgeSummary:
+    config = JudgeConfig(
+        evaluator="length",
+        key=DEMO_JUDGE_KEY,
+        selection=JudgeSelection(sample=DEMO_JUDGE_SAMPLE, seed=options.seed),
+        progress=False,
+    )
+    with _bar(0, "judging", "judgment") as bar:
+
+        def planned(total: int, done: int) -> None:
+            bar.reset(total=total)
+            bar.update(done)
+
+        return run_judge(settings, config, on_progress=bar.update, on_plan=planned)
+
+
+def _consume(settings: Settings, folder: Path, expected: int) -> RunStats:
     config = ConsumerConfig(
         group_id=f"prefpair-demo-{folder.name}",
         grace_ms=DEMO_GRACE_MS,
@@ -174,7 +207,6 @@ def _consume(settings: Settings, folder: Path, traffic: SimulationStats) -> RunS
         metrics_path=str(folder / "consumer-metrics.json"),
     )
     daemon = ConsumerDaemon(settings, config)
-    expected = traffic.inferences + traffic.feedback_events + traffic.malformed
     with _bar(expected, "consuming", "ev") as bar:
         stop = _follow(lambda: daemon.stats.consumed, bar)
         try:
@@ -220,6 +252,7 @@ def _summary(
     settings: Settings,
     traffic: SimulationStats,
     consumed: RunStats,
+    judged: JudgeSummary | None,
     result: CompileResult,
     report_path: Path | None,
     seconds: float,
@@ -237,6 +270,14 @@ def _summary(
         f"  orphans             {consumed.orphans} (feedback whose inference never came)",
         f"  dead letters        {consumed.dead_letters} (in topic {settings.dead_letter_topic})",
         f"  duplicates skipped  {consumed.duplicates}",
+    ]
+    if judged is not None:
+        agreement = judged.agreed / max(1, judged.agreed + judged.disagreed)
+        lines.append(
+            f"  judge run           {judged.written} judgments (key {judged.key}) by `{judged.evaluator}` on "
+            f"{judged.inferences} requests; both orders agreed on {agreement:.0%}; run {judged.run_id}"
+        )
+    lines += [
         f"  pairs               {result.pairs_total}: {splits}",
         f"  drops by reason     {drops}",
         f"  log                 {settings.log_dir}",

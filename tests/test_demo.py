@@ -8,7 +8,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
+
+from prefpair.schemas.log import table_files
 
 
 def _brokers_under(path: Path) -> list[str]:
@@ -22,7 +25,8 @@ def test_demo_runs_the_whole_pipeline_and_stops_its_broker(run_cli: Any, tmp_pat
     result = run_cli("demo", "--requests", "400", "--seed", "3", "--home", str(home), timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     out = result.stdout
-    for line in ("joined rows", "orphans", "dead letters", "pairs", "drops by reason", "dataset", "report"):
+    lines = ("joined rows", "orphans", "dead letters", "judge run", "pairs", "drops by reason", "dataset", "report")
+    for line in lines:
         assert line in out, f"summary lacks {line!r}:\n{out}"
     assert "broker stopped" in result.stderr
     assert _brokers_under(home) == [], "the demo left its broker running"
@@ -39,3 +43,10 @@ def test_demo_runs_the_whole_pipeline_and_stops_its_broker(run_cli: Any, tmp_pat
     report = json.loads((dataset.parent / "report" / "report.json").read_text())
     assert report["health"]["compile_drop_counts"] == manifest["counts"]["drops"]
     assert report["health"]["dead_letters"] == 6
+    # the judge's feedback went through Kafka and the consumer into the log, once each
+    judged = int(next(line.split()[2] for line in out.splitlines() if line.strip().startswith("judge run")))
+    log_dir = Path(next(line.split()[-1] for line in out.splitlines() if line.strip().startswith("log ")))
+    files = [str(f) for f in table_files(log_dir, "feedback")]
+    keys = duckdb.sql(f"SELECT count(*), count(DISTINCT feedback_id) FROM read_parquet({files}) "
+                      "WHERE key = 'length_judge' AND source.type = 'MODEL_JUDGE'").fetchall()  # fmt: skip
+    assert judged > 100 and keys == [(judged, judged)]

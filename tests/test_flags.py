@@ -261,6 +261,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("DemoOptions", "seed"): case(("--seed", "3"), "3", 3),
     ("DemoOptions", "partitions"): case(("--partitions", "2"), "2", 2),
     ("DemoOptions", "report"): case(("--no-report",), "false", False),
+    ("DemoOptions", "judge"): case(("--no-judge",), "false", False),
     ("DemoOptions", "keep_broker"): case(("--keep-broker",), "true", True),
 }  # fmt: skip
 
