@@ -59,18 +59,21 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     config = JUDGE_FLAGS.load(args)
     bar: Any = None
-    if config.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(desc="judging", unit="judgment", file=sys.stderr, dynamic_ncols=True)
 
     def planned(total: int, done: int) -> None:
+        nonlocal bar
+        if config.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=done, desc="judging", unit="judgment", file=sys.stderr,
+                       dynamic_ncols=True)  # fmt: skip
+
+    def progressed(n: int) -> None:
         if bar is not None:
-            bar.reset(total=total)
-            bar.update(done)
+            bar.update(n)
 
     try:
-        summary = run_judge(settings, config, on_progress=bar.update if bar is not None else None, on_plan=planned)
+        summary = run_judge(settings, config, on_progress=progressed, on_plan=planned)
     finally:
         if bar is not None:
             bar.close()

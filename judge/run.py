@@ -115,13 +115,13 @@ def run_judge(
     evaluator = evaluator or make_evaluator(config, template)
     run_dir = RunDirectory(settings.home / "judge" / run_id)
     summary = JudgeSummary(run_id, str(run_dir.path), config.kind, config.feedback_key, config.evaluator_name)
+    log = location(config.log_dir or settings.log_dir, settings.s3_options())
+    inferences = select_inferences(log, config.selection)
+    tasks = plan(inferences, kind=config.kind, key=config.feedback_key, run_id=run_id, seed=config.selection.seed,
+                 score_range=(config.score_min, config.score_max))  # fmt: skip
+    summary.inferences, summary.judgments = len(inferences), len(tasks)
     with run_dir.locked():
         state = run_dir.load(run_id, config.definition(template), settings.feedback_topic)
-        log = location(config.log_dir or settings.log_dir, settings.s3_options())
-        inferences = select_inferences(log, config.selection)
-        tasks = plan(inferences, kind=config.kind, key=config.feedback_key, run_id=run_id, seed=config.selection.seed,
-                     score_range=(config.score_min, config.score_max))  # fmt: skip
-        summary.inferences, summary.judgments = len(inferences), len(tasks)
         summary.recovered = recover(settings, state)
         state.finished = False
         begin_attempt(settings, state)

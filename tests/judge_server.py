@@ -20,7 +20,14 @@ from typing import Any
 PAIRWISE = re.compile(
     r"\[User request\]\n(?P<prompt>.*?)\n\n\[Answer A\]\n(?P<a>.*?)\n\n\[Answer B\]\n(?P<b>.*)$", re.S
 )
+ANSWERS = re.compile(r"\[Answer ([A-Z])\]\n(.*?)(?=\n\n\[Answer [A-Z]\]\n|$)", re.S)
+SINGLE = re.compile(r"\[Answer\]\n(?P<text>.*)$", re.S)
 COMPLETION_TOKENS = 5
+
+
+def score_of(text: str) -> float:
+    """The score judge's rule: one point per 10 characters, from 1 to 10."""
+    return float(min(10, max(1, len(text) // 10)))
 
 
 def prompt_tokens(user_content: str) -> int:
@@ -102,6 +109,9 @@ class JudgeServer:
         if path != "/v1/chat/completions":
             return 404, {"error": {"message": f"no route {path}"}}, {}
         user = body["messages"][-1]["content"]
+        system = body["messages"][0]["content"]
+        if "Rate one answer" in system or "Rank the" in system:
+            return self.answer_score_or_ranking(body, user)
         match = PAIRWISE.search(user)
         if match is None:
             return 400, {"error": {"message": "not a pairwise question"}}, {}
@@ -130,6 +140,22 @@ class JudgeServer:
                 verdict = "A"  # the planted position bias: the first answer shown
             content = b.garbage.get(prompt, json.dumps({"winner": verdict, "reason": "by the rule"}))
             self.asked.append(Asked(prompt, a, text_b, verdict, body))
+        return self.completion(body, user, content)
+
+    def answer_score_or_ranking(self, body: dict[str, Any], user: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Score: :func:`score_of`; ranking: longest first (ties keep the order shown)."""
+        single = SINGLE.search(user)
+        if single is not None:
+            content = json.dumps({"score": score_of(single.group("text")), "reason": "by length"})
+        else:
+            answers = ANSWERS.findall(user)
+            ranked = sorted(answers, key=lambda item: -len(item[1]))
+            content = json.dumps({"ranking": [label for label, _ in ranked]})
+        with self._lock:
+            self.asked.append(Asked(user, "", "", content, body))
+        return self.completion(body, user, content)
+
+    def completion(self, body: dict[str, Any], user: str, content: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         usage = {"prompt_tokens": prompt_tokens(user), "completion_tokens": COMPLETION_TOKENS}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return 200, {

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from conftest import MakeSettings, settings_env
-from judge_server import COMPLETION_TOKENS, Behaviour, JudgeServer, prompt_tokens
+from judge_server import COMPLETION_TOKENS, Behaviour, JudgeServer, prompt_tokens, score_of
 
 from prefpair.config import Settings
 from prefpair.judge import (
@@ -268,6 +268,33 @@ def test_length_judge_writes_scores_and_rankings_through_the_cli(
         lengths = {c: len(t) for c, t in made[r["request_id"]]}
         flat = [c for group in r["ranking"] for c in group]
         assert [lengths[c] for c in flat] == sorted(lengths.values(), reverse=True)
+
+
+def test_score_and_ranking_judges_over_http_use_their_templates(make_settings: MakeSettings) -> None:
+    settings = make_settings()
+    made = build_log(settings.log_dir, settings, requests=20)
+    with JudgeServer() as server:
+        scored = run_judge(settings, http_config(server, kind="score", run_id="s"))
+        ranked = run_judge(settings, http_config(server, kind="ranking", run_id="r", selection={"seed": 4}))
+    records = read_topic(settings)
+    scores = {(r["request_id"], r["candidate_id"]): r["score"] for r in records if r["kind"] == "SCORE"}
+    assert scored.written == len(scores) == sum(len(c) for c in made.values())
+    for rid, candidates in made.items():
+        for cid, text in candidates:
+            assert scores[(rid, cid)] == score_of(text)
+    rankings = {r["request_id"]: r for r in records if r["kind"] == "RANKING"}
+    assert ranked.written == len(rankings) == len(made)
+    shown_orders = set()
+    for rid, record in rankings.items():
+        lengths = dict((c, len(t)) for c, t in made[rid])
+        shown = record["metadata"]["judge_order_1"].split(",")
+        shown_orders.add(tuple(shown))
+        flat = [c for group in record["ranking"] for c in group]
+        assert flat == sorted(shown, key=lambda c: -lengths[c])  # the server's rule, on the order it was shown
+    assert len(shown_orders) > 1  # the seeded presentation order is not always the logged one
+    systems = {a.body["messages"][0]["content"].split(".")[0] for a in server.asked}
+    assert systems == {"You are an impartial judge of answers an assistant gave to a user"}
+    assert any("from 1 (worst) to 10 (best)" in a.body["messages"][0]["content"] for a in server.asked)
 
 
 # --------------------------------------------------------------------------- parsing and refusals
