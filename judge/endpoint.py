@@ -216,6 +216,7 @@ class HttpEvaluator:
             prompt_tokens=_count(usage.get("prompt_tokens")),
             completion_tokens=_count(usage.get("completion_tokens")),
             retries=retries,
+            model=completion.get("model") if isinstance(completion.get("model"), str) else None,
         )
 
 

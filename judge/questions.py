@@ -77,6 +77,8 @@ class Reply:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     retries: int = 0
+    model: str | None = None
+    """The model that answered, as the API names it (often a dated snapshot of the one asked for)."""
 
 
 @dataclass(frozen=True)

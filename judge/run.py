@@ -13,6 +13,7 @@ stops the run after a last checkpoint: the same command resumes it.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
@@ -31,6 +32,8 @@ from prefpair.judge.select import select_inferences
 from prefpair.judge.state import RunDirectory, RunState, Totals, begin_attempt, recover
 from prefpair.producers import FailedEvent, PreferenceLogger
 from prefpair.storage import location
+
+log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_S = 60.0
 
@@ -210,7 +213,12 @@ class _Attempt:
                 failure = exc
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
-                self._checkpoint(logger, final=failure is None)
+                try:
+                    self._checkpoint(logger, final=failure is None)
+                except JudgeError as exc:
+                    if failure is None:
+                        raise
+                    log.error("prefpair judge: %s", exc)  # the evaluator's failure below is the one to raise
         if failure is not None:
             raise failure
 
@@ -228,6 +236,9 @@ class _Attempt:
         verdicts = [parse_verdict(q, r) for q, r in zip(task.questions, replies, strict=True)]
         tokens = sum(r.prompt_tokens + r.completion_tokens for r in replies)
         metadata = {"judge_run_id": self.state.run_id, "judge_kind": self.config.kind, "judge_tokens": str(tokens)}
+        served = sorted({r.model for r in replies if r.model})
+        if served:
+            metadata["judge_served_model"] = ",".join(served)
         for n, (question, verdict) in enumerate(zip(task.questions, verdicts, strict=True), start=1):
             metadata[f"judge_order_{n}"] = ",".join(question.order)
             if verdict.winner is not None:

@@ -161,7 +161,7 @@ class JudgeServer:
         return 200, {
             "id": f"chatcmpl-{len(self.asked)}",
             "object": "chat.completion",
-            "model": body.get("model"),
+            "model": f"{body.get('model')}-2026-11-01",  # a dated snapshot, as hosted APIs answer
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": usage,
         }, {}

@@ -137,6 +137,7 @@ def test_pairwise_run_writes_exactly_the_rule_s_feedback_and_both_orders_were_as
         meta = got["metadata"]
         assert (meta["judge_verdict_1"], meta["judge_verdict_2"]) == want["verdicts"]
         assert meta["judge_agreement"] == want["agreement"]
+        assert meta["judge_served_model"] == "judge-1-2026-11-01"
         x, y = meta["judge_order_1"].split(",")
         assert meta["judge_order_2"] == f"{y},{x}"
         assert got["kind"] == "PAIRWISE" and got["key"] == "preference" and got["op"] == "CREATE"
