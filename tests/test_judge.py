@@ -242,7 +242,7 @@ def test_an_unparseable_answer_stops_the_run_with_a_clear_error(make_settings: M
     assert {r["request_id"] for r in read_topic(settings)} == {f"r{i:04d}" for i in range(7)}
 
 
-def test_length_judge_writes_scores_and_rankings_through_the_cli(
+def test_length_judge_writes_scores_through_the_cli_and_rankings(
     make_settings: MakeSettings, run_cli: Any
 ) -> None:
     settings = make_settings()
@@ -253,9 +253,9 @@ def test_length_judge_writes_scores_and_rankings_through_the_cli(
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     prod = [rid for i, rid in enumerate(made) if i % 2]
     assert summary["judgments"] == summary["written"] == sum(len(made[r]) for r in prod)
-    result = run_cli("judge", "--evaluator", "prefpair.judge.examples:longer_is_better", "--kind", "ranking",
-                     "--sample", "5", "--seed", "3", "--no-progress", settings=settings)  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    ranked = run_judge(settings, JudgeConfig(evaluator="prefpair.judge.examples:longer_is_better", kind="ranking",
+                                             selection=JudgeSelection(sample=5, seed=3), progress=False))  # fmt: skip
+    assert ranked.written == 5
     records = read_topic(settings)
     scores = [r for r in records if r["kind"] == "SCORE"]
     rankings = [r for r in records if r["kind"] == "RANKING"]
