@@ -21,6 +21,7 @@ COPY schemas ./schemas
 COPY compile ./compile
 COPY service ./service
 COPY report ./report
+COPY judge ./judge
 COPY cli ./cli
 COPY simulate ./simulate
 
