@@ -185,6 +185,8 @@ class PreferenceLogger(EventDelivery):
         metadata: Mapping[str, str] | None = None,
         candidates: Iterable[str] | None = None,
         timestamp_ms: int | None = None,
+        experiment_id: str | None = None,
+        feedback_group_id: str | None = None,
     ) -> str:
         """Log a pairwise judgment (``chosen`` beat ``rejected``, a TIE or BOTH_BAD); returns the feedback id.
 
@@ -196,6 +198,7 @@ class PreferenceLogger(EventDelivery):
             key=key, kind=JudgmentKind.PAIRWISE, outcome=outcome_arg(outcome), chosen_id=chosen,
             rejected_id=rejected, comment=comment, config=config, source=source_arg(source),
             metadata=metadata, timestamp_ms=timestamp_ms,
+            experiment_id=experiment_id, feedback_group_id=feedback_group_id,
         )  # fmt: skip
 
     def log_ranking(
@@ -210,12 +213,15 @@ class PreferenceLogger(EventDelivery):
         metadata: Mapping[str, str] | None = None,
         candidates: Iterable[str] | None = None,
         timestamp_ms: int | None = None,
+        experiment_id: str | None = None,
+        feedback_group_id: str | None = None,
     ) -> str:
         """Log a ranking, best first; ``[["a"], ["b", "c"]]`` ties b and c, ``["a", "b"]`` has no ties."""
         return self._log_feedback(
             FeedbackOp.CREATE, feedback_id, request_id, candidates,
             key=key, kind=JudgmentKind.RANKING, ranking=ranking_arg(ranking), comment=comment,
             source=source_arg(source), metadata=metadata, timestamp_ms=timestamp_ms,
+            experiment_id=experiment_id, feedback_group_id=feedback_group_id,
         )  # fmt: skip
 
     def log_feedback(
@@ -234,6 +240,8 @@ class PreferenceLogger(EventDelivery):
         metadata: Mapping[str, str] | None = None,
         candidates: Iterable[str] | None = None,
         timestamp_ms: int | None = None,
+        experiment_id: str | None = None,
+        feedback_group_id: str | None = None,
     ) -> str:
         """Log a score or value (thumbs, rating, category, reward) on one candidate; returns its feedback id.
 
@@ -246,6 +254,7 @@ class PreferenceLogger(EventDelivery):
             key=key, kind=JudgmentKind.SCORE, candidate_id=candidate, score=score, value=value,
             comment=comment, correction=correction, config=config, source=source_arg(source),
             metadata=metadata, timestamp_ms=timestamp_ms,
+            experiment_id=experiment_id, feedback_group_id=feedback_group_id,
         )  # fmt: skip
 
     def update_feedback(
@@ -268,6 +277,8 @@ class PreferenceLogger(EventDelivery):
         metadata: Mapping[str, str] | None = None,
         candidates: Iterable[str] | None = None,
         timestamp_ms: int | None = None,
+        experiment_id: str | None = None,
+        feedback_group_id: str | None = None,
     ) -> None:
         """Change earlier feedback: a new UPDATE event with the same ``feedback_id``; None keeps a field.
 
@@ -288,6 +299,7 @@ class PreferenceLogger(EventDelivery):
             ranking=None if ranking is None else ranking_arg(ranking), candidate_id=candidate,
             score=score, value=value, comment=comment, correction=correction, config=config,
             source=source_arg(source), metadata=metadata, timestamp_ms=timestamp_ms,
+            experiment_id=experiment_id, feedback_group_id=feedback_group_id,
         )  # fmt: skip
 
     def delete_feedback(
@@ -350,6 +362,8 @@ class PreferenceLogger(EventDelivery):
         source: FeedbackSource | Mapping[str, Any] | None = None,
         metadata: Mapping[str, str] | None = None,
         timestamp_ms: int | None = None,
+        experiment_id: str | None = None,
+        feedback_group_id: str | None = None,
     ) -> str:
         self._check_open()
         if feedback_id is None:
@@ -375,6 +389,8 @@ class PreferenceLogger(EventDelivery):
                 "config": config,
                 "source": source,
                 "metadata": {} if metadata is None else metadata,
+                "experiment_id": experiment_id,
+                "feedback_group_id": feedback_group_id,
             }
         )
         self._check_candidates(event, candidates)

@@ -82,6 +82,12 @@ class _Judgment(_Body):
         default=None, validation_alias=AliasChoices("config", "feedback_config")
     )
     metadata: dict[str, str] = Field(default_factory=dict, max_length=100)
+    experiment_id: str | None = Field(
+        default=None, min_length=1, max_length=ID_MAX, description="The comparative experiment this judgment is in."
+    )
+    feedback_group_id: str | None = Field(
+        default=None, min_length=1, max_length=ID_MAX, description="Groups judgments given together."
+    )
 
 
 class FeedbackCreate(_Judgment):
@@ -203,6 +209,8 @@ class FeedbackOut(BaseModel):
     value: str | None = None
     comment: str | None = None
     correction: str | None = None
+    experiment_id: str | None = None
+    feedback_group_id: str | None = None
     created_at: str | None = None
     modified_at: str | None = None
     joined: bool = Field(
