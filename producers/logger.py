@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from prefpair.config import Settings
+from prefpair.producers import experiments
 from prefpair.producers.delivery import (
     DEFAULT_DELIVERY_TIMEOUT_MS,
     DEFAULT_KEEP_FAILED,
@@ -51,6 +52,7 @@ from prefpair.producers.events import (
     update_kind,
 )
 from prefpair.producers.exceptions import FailedEvent
+from prefpair.schemas.experiments import Experiment
 from prefpair.schemas.models import (
     Candidate,
     FeedbackEvent,
@@ -319,6 +321,30 @@ class PreferenceLogger(EventDelivery):
             FeedbackOp.DELETE, feedback_id, request_id, None,
             source=source_arg(source), metadata=metadata, timestamp_ms=timestamp_ms,
         )  # fmt: skip
+
+    # ------------------------------------------------------------------ experiments
+    def create_experiment(
+        self,
+        name: str,
+        arms: Iterable[str],
+        *,
+        experiment_id: str | None = None,
+        description: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        timeout: float = experiments.DEFAULT_TIMEOUT,
+    ) -> Experiment:
+        """Define a comparative experiment of ``arms`` (model names, or ``name:version``) and wait
+        until the broker stored it; judgments join it with ``experiment_id=experiment.experiment_id``.
+        Unlike the log calls this waits on the network (an experiment is defined rarely)."""
+        self._check_open()
+        return experiments.create_experiment(
+            self.settings, name, arms, experiment_id=experiment_id, description=description,
+            metadata=metadata, timeout=timeout,
+        )  # fmt: skip
+
+    def list_experiments(self, timeout: float = experiments.DEFAULT_TIMEOUT) -> list[Experiment]:
+        """Every experiment defined so far, oldest first (reads the experiments topic)."""
+        return experiments.list_experiments(self.settings, timeout)
 
     def __enter__(self) -> Self:
         return self
