@@ -49,6 +49,9 @@ def read_definitions(path: Path | None) -> list[Experiment]:
         raise ReportInputError("experiments", f"{path} holds no list of experiments")
     found = []
     for index, item in enumerate(items):
+        if isinstance(item, dict) and "id" in item and "experiment_id" not in item:  # GET /v1/experiments
+            item = {"experiment_id": item["id"], "created_ms": item.get("created_at_ms"),
+                    **{k: item[k] for k in ("name", "arms", "description", "metadata") if k in item}}  # fmt: skip
         try:
             found.append(Experiment.parse(item))
         except ValidationError as exc:
