@@ -60,8 +60,11 @@ class TopicRecord:
     timestamp_ms: int
 
 
-def ensure_topic(settings: Settings, topic: str, *, compact: bool = False, timeout: float = 30.0) -> None:
-    """Create ``topic`` (one partition, the settings' replication and retention) unless it exists."""
+def ensure_topic(
+    settings: Settings, topic: str, *, compact: bool = False, retention_ms: int | None = None, timeout: float = 30.0
+) -> None:
+    """Create ``topic`` (one partition, the settings' replication; ``retention_ms`` or the settings')
+    unless it exists."""
     admin = create_admin(client_config(settings))
     try:
         metadata = admin.list_topics(timeout=min(timeout, 10.0))
@@ -70,7 +73,8 @@ def ensure_topic(settings: Settings, topic: str, *, compact: bool = False, timeo
     existing = metadata.topics.get(topic)
     if existing is not None and existing.error is None:
         return
-    config = {"cleanup.policy": "compact"} if compact else {"retention.ms": str(settings.retention_ms)}
+    retention = settings.retention_ms if retention_ms is None else retention_ms
+    config = {"cleanup.policy": "compact"} if compact else {"retention.ms": str(retention)}
     futures = admin.create_topics(
         [NewTopic(topic, num_partitions=1, replication_factor=settings.replication_factor, config=config)],
         operation_timeout=timeout,

@@ -74,7 +74,7 @@ def create_app(
     factory = sink_factory or default_sink
 
     catalog = ExperimentCatalog(settings, state.instance)
-    token_events = state.token_events = TokenEvents(settings, state.ledger, state.instance)
+    token_events = state.token_events = TokenEvents(settings, state.ledger, state.instance, config.token_max_ttl)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

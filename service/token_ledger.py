@@ -16,8 +16,8 @@ Events are JSON, keyed by request id (one partition, so they are read in the ord
 - ``revoked``: one token (``token_id``) or, without one, every token of ``request_id`` issued
   until then.
 
-The ledger's memory holds every token the topic still has (its retention: ``Settings.retention_ms``,
-so tokens that live longer than it lose their history).
+The topic is created keeping events for the longest token lifetime the service hands out plus a
+day (or ``Settings.retention_ms`` if longer); the ledger's memory holds every token it still has.
 """
 
 from __future__ import annotations
@@ -297,15 +297,19 @@ class TokenLedger:
                 "feedback_id": e.feedback_id,
                 "reason": e.reason,
             }
-            for e in sorted(events, key=lambda e: (e.at_ms, e.event_id))
+            for e in events  # in the order the topic (or this instance) applied them
         ]
 
 
 class TokenEvents:
     """The tokens topic for one service instance: a writer, and a follower folding events into ``ledger``."""
 
-    def __init__(self, settings: Settings, ledger: TokenLedger, instance: str) -> None:
+    def __init__(self, settings: Settings, ledger: TokenLedger, instance: str, longest_token_s: int) -> None:
         self.settings = settings
+        # Keep events at least as long as the longest-lived token (and a day), so none loses its history.
+        self.retention_ms = max(settings.retention_ms, (longest_token_s + 86_400) * 1000)
+        if settings.retention_ms == -1:
+            self.retention_ms = -1
         self.ledger = ledger
         self.instance = instance
         self._writer: TopicWriter | None = None
@@ -314,7 +318,7 @@ class TokenEvents:
     def start(self, timeout: float) -> None:
         """Create the topic when missing, read it to its end (at most ``timeout`` s), keep following it."""
         topic = self.settings.tokens_topic
-        ensure_topic(self.settings, topic, timeout=timeout)
+        ensure_topic(self.settings, topic, retention_ms=self.retention_ms, timeout=timeout)
         follower = TopicFollower(
             self.settings, topic, self._on_record, group_prefix=f"prefpair-serve-{self.instance}"
         )

@@ -12,10 +12,13 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from service_support import Served, refused, serve, topic_events
+from service_support import CURRENT, Served, refused, serve, topic_events
 
 from prefpair.config import Settings
 from prefpair.producers import PreferenceLogger
+from prefpair.service.config import TokenReuse
+from prefpair.service.token_ledger import TokenEvent, TokenLedger
+from prefpair.service.tokens import TokenSigner
 
 REVOCATION_BOUND_S = 15.0
 
@@ -180,3 +183,32 @@ def test_experiments_are_defined_and_listed_through_the_service_and_the_sdk(
         assert sorted(e.experiment_id for e in logger.list_experiments()) == sorted(["exp-http", made.experiment_id])
     events = [(e["experiment_id"], e["feedback_group_id"]) for e in topic_events(settings) if e["kind"]]
     assert sorted(events) == sorted([("exp-http", "g-2"), (made.experiment_id, "g-1")])
+
+
+def test_the_ledger_counts_an_event_once_whichever_copy_comes_first() -> None:
+    """An instance applies its own events at once and skips their copies read back from the topic,
+    whether the copy arrives after its acknowledgement or before it."""
+    claims = TokenSigner((CURRENT,)).issue("r", "k", 60, TokenReuse.SINGLE)[1]
+    used_here: list[str] = []
+    ledger = TokenLedger(on_used=lambda token_id, _: used_here.append(token_id))
+    issued = TokenEvent(type="issued", request_id="r", token_id=claims.token_id, feedback_key="k",
+                        reuse="single", issued_at=claims.issued_at, expires_at=claims.expires_at)  # fmt: skip
+    ledger.expect(issued.event_id)
+    ledger.apply(issued)  # the copy read back before the acknowledgement...
+    ledger.apply(issued, local=True)  # ...then the sender applies it: once
+    use = TokenEvent(type="used", request_id="r", token_id=claims.token_id, reuse="single",
+                     expires_at=claims.expires_at, feedback_id="f", client="c")  # fmt: skip
+    ledger.apply(use, local=True)
+    ledger.apply(use)  # the copy read back later: skipped
+    (row,) = ledger.listing(time.time())
+    assert (row["status"], row["uses"], used_here) == ("used", 1, [claims.token_id])
+    assert [e["type"] for e in ledger.audit(claims.token_id)] == ["issued", "used"]
+    assert ledger.revocation(claims) is None
+    cut = TokenEvent(type="revoked", request_id="r", at_ms=claims.issued_at * 1000 + 999_999)
+    ledger.apply(cut)
+    ledger.apply(cut)
+    revocation = ledger.revocation(claims)
+    assert revocation is not None and revocation.scope == "request"
+    assert [e["type"] for e in ledger.audit(claims.token_id)] == ["issued", "used", "revoked"]
+    later = TokenSigner((CURRENT,)).issue("r", "k", 60, TokenReuse.SINGLE, now=time.time() + 2000)[1]
+    assert ledger.revocation(later) is None  # issued after the request's revocation: still valid
