@@ -193,7 +193,9 @@ class PreferenceLogger(EventDelivery):
         """Log a pairwise judgment (``chosen`` beat ``rejected``, a TIE or BOTH_BAD); returns the feedback id.
 
         ``candidates``: the inference's candidate ids, if known, to reject unknown ids (the
-        logger also checks against inferences it logged itself recently).
+        logger also checks against inferences it logged itself recently). Every feedback call also
+        takes ``experiment_id`` (the comparative experiment the judgment belongs to, see
+        :meth:`create_experiment`) and ``feedback_group_id`` (judgments given together).
         """
         return self._log_feedback(
             FeedbackOp.CREATE, feedback_id, request_id, candidates,

@@ -20,6 +20,7 @@ from prefpair.service.limits import retry_after_header
 from prefpair.service.models import (
     Accepted,
     TokenAudit,
+    TokenAuditEvent,
     TokenCreate,
     TokenInfo,
     TokenIssued,
@@ -253,7 +254,7 @@ def add_token_admin_routes(app: FastAPI, state: ServiceState) -> None:
             raise RefusedError(404, "token_not_found", f"no token {token_id!r} on record")
         return TokenAudit(
             token=TokenInfo(**record.to_json(time.time())),
-            events=state.ledger.audit(token_id),  # type: ignore[arg-type]  # dicts validate as TokenAuditEvent
+            events=[TokenAuditEvent(**event) for event in state.ledger.audit(token_id)],
         )
 
     @app.post(REVOCATIONS_PATH, response_model=TokenRevoked, responses=ERRORS, tags=["tokens"])
