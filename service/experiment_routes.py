@@ -14,14 +14,13 @@ import threading
 from typing import Annotated
 
 from fastapi import FastAPI, Path
-from pydantic import BaseModel, Field
 
 from prefpair.config import Settings
 from prefpair.event_topics import EventTopicError, TopicFollower, TopicRecord, TopicWriter, ensure_topic
 from prefpair.schemas import ValidationError
 from prefpair.schemas.experiments import ID_MAX, Experiment
 from prefpair.service.exceptions import DeliveryError, RefusedError
-from prefpair.service.models import _Body
+from prefpair.service.models import ExperimentCreate, ExperimentList, ExperimentOut
 from prefpair.service.reads import iso_ms
 from prefpair.service.routing import ERRORS, Caller
 from prefpair.service.state import ServiceState
@@ -29,44 +28,6 @@ from prefpair.service.state import ServiceState
 log = logging.getLogger("prefpair.service")
 
 EXPERIMENTS_PATH = "/v1/experiments"
-
-
-class ExperimentCreate(_Body):
-    """``POST /v1/experiments``: models (arms) to compare side by side on the same prompts."""
-
-    id: str | None = Field(default=None, min_length=1, max_length=ID_MAX, description="A new id when omitted.")
-    name: str = Field(min_length=1, max_length=ID_MAX)
-    arms: list[str] = Field(
-        min_length=2, max_length=100, description="Model names (every version) or name:version; two at least."
-    )
-    description: str | None = Field(default=None, max_length=4096)
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=100)
-
-
-class ExperimentOut(BaseModel):
-    id: str
-    name: str
-    arms: list[str]
-    description: str | None = None
-    metadata: dict[str, str] = Field(default_factory=dict)
-    created_at: str | None = None
-    created_at_ms: int
-
-    @classmethod
-    def of(cls, experiment: Experiment) -> ExperimentOut:
-        return cls(
-            id=experiment.experiment_id,
-            name=experiment.name,
-            arms=list(experiment.arms),
-            description=experiment.description,
-            metadata=dict(experiment.metadata),
-            created_at=iso_ms(experiment.created_ms),
-            created_at_ms=experiment.created_ms,
-        )
-
-
-class ExperimentList(BaseModel):
-    items: list[ExperimentOut]
 
 
 class ExperimentCatalog:
@@ -138,6 +99,18 @@ class ExperimentCatalog:
             self._writer.close()
 
 
+def experiment_out(experiment: Experiment) -> ExperimentOut:
+    return ExperimentOut(
+        id=experiment.experiment_id,
+        name=experiment.name,
+        arms=list(experiment.arms),
+        description=experiment.description,
+        metadata=dict(experiment.metadata),
+        created_at=iso_ms(experiment.created_ms),
+        created_at_ms=experiment.created_ms,
+    )
+
+
 ExperimentPath = Annotated[str, Path(min_length=1, max_length=ID_MAX)]
 
 
@@ -160,20 +133,20 @@ def add_experiment_routes(app: FastAPI, state: ServiceState, catalog: Experiment
                 experiment.name, experiment.arms, experiment.description, experiment.metadata
             )  # fmt: skip
             if same:
-                return ExperimentOut.of(existing)
+                return experiment_out(existing)
             raise RefusedError(
                 409, "experiment_exists", f"id: experiment {experiment.experiment_id!r} exists with another definition",
                 "id",
             )  # fmt: skip
         await catalog.publish(experiment, state.config.ack_timeout)
         log.info("defined experiment %s (%s) for %s", experiment.experiment_id, ", ".join(experiment.arms), caller)
-        return ExperimentOut.of(experiment)
+        return experiment_out(experiment)
 
     @app.get(EXPERIMENTS_PATH, response_model=ExperimentList, responses=ERRORS, tags=["experiments"])
     async def list_experiments(caller: Caller) -> ExperimentList:
         """Every experiment defined so far, oldest first (the body ``prefpair report --experiments`` reads)."""
         catalog.check_ready()
-        return ExperimentList(items=[ExperimentOut.of(e) for e in catalog.all()])
+        return ExperimentList(items=[experiment_out(e) for e in catalog.all()])
 
     @app.get(EXPERIMENTS_PATH + "/{experiment_id}", response_model=ExperimentOut, responses=ERRORS,
              tags=["experiments"])  # fmt: skip
@@ -183,4 +156,4 @@ def add_experiment_routes(app: FastAPI, state: ServiceState, catalog: Experiment
         experiment = catalog.get(experiment_id)
         if experiment is None:
             raise RefusedError(404, "experiment_not_found", f"experiment {experiment_id!r} is not defined")
-        return ExperimentOut.of(experiment)
+        return experiment_out(experiment)

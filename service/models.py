@@ -288,3 +288,29 @@ class TokenRevoked(BaseModel):
     token_id: str | None = None
     revoked: list[str] = Field(description="The ids of the tokens this revocation covers that are on record.")
     revoked_at: str | None = None
+
+
+class ExperimentCreate(_Body):
+    """``POST /v1/experiments``: models (arms) to compare side by side on the same prompts."""
+
+    id: str | None = Field(default=None, min_length=1, max_length=ID_MAX, description="A new id when omitted.")
+    name: str = Field(min_length=1, max_length=ID_MAX)
+    arms: list[str] = Field(
+        min_length=2, max_length=100, description="Model names (every version) or name:version; two at least."
+    )
+    description: str | None = Field(default=None, max_length=4096)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=100)
+
+
+class ExperimentOut(BaseModel):
+    id: str
+    name: str
+    arms: list[str]
+    description: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: str | None = None
+    created_at_ms: int
+
+
+class ExperimentList(BaseModel):
+    items: list[ExperimentOut]
