@@ -7,15 +7,20 @@ printed), listings show issued, used and revoked tokens, and each use has its au
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 
+import duckdb
 import httpx
 import pytest
 from service_support import CURRENT, Served, refused, serve, topic_events
 
 from prefpair.config import Settings
+from prefpair.consumers import ConsumerConfig, ConsumerDaemon
 from prefpair.producers import PreferenceLogger
+from prefpair.report import ReportConfig, build_report
+from prefpair.schemas.log import table_files
 from prefpair.service.config import TokenReuse
 from prefpair.service.token_ledger import TokenEvent, TokenLedger
 from prefpair.service.tokens import TokenSigner
@@ -144,7 +149,8 @@ def test_experiments_are_defined_and_listed_through_the_service_and_the_sdk(
         made = logger.create_experiment("large vs small", ["chat-large", "chat-small:v2"], metadata={"team": "x"})
         request_id = logger.log_inference(
             prompt="p", candidates=[{"candidate_id": "a", "text": "A", "model_name": "chat-large"},
-                                    {"candidate_id": "b", "text": "B", "model_name": "chat-small"}],
+                                    {"candidate_id": "b", "text": "B", "model_name": "chat-small",
+                                     "model_version": "v2"}],
         )  # fmt: skip
         logger.log_preference(request_id, chosen="a", rejected="b", experiment_id=made.experiment_id,
                               feedback_group_id="g-1")  # fmt: skip
@@ -173,6 +179,7 @@ def test_experiments_are_defined_and_listed_through_the_service_and_the_sdk(
                   "chosen_id": "a", "rejected_id": "b", "experiment_id": "exp-http", "feedback_group_id": "g-2"},
         )  # fmt: skip
         assert feedback.status_code == 202, feedback.text
+        listed_again = served.client.get("/v1/experiments").json()
         spec = served.client.get("/openapi.json").json()
         for path in ("/v1/experiments", "/v1/experiments/{experiment_id}", "/v1/token-revocations",
                      "/v1/feedback-tokens/{token_id}/audit"):  # fmt: skip
@@ -183,6 +190,23 @@ def test_experiments_are_defined_and_listed_through_the_service_and_the_sdk(
         assert sorted(e.experiment_id for e in logger.list_experiments()) == sorted(["exp-http", made.experiment_id])
     events = [(e["experiment_id"], e["feedback_group_id"]) for e in topic_events(settings) if e["kind"]]
     assert sorted(events) == sorted([("exp-http", "g-2"), (made.experiment_id, "g-1")])
+
+    # Through the consumer into the log, and into the report's experiment sections.
+    stats = ConsumerDaemon(
+        settings, ConsumerConfig(group_id="experiments", grace_ms=60_000, flush_interval_ms=100)
+    ).run(until_caught_up=True)
+    assert (stats.joined, stats.dead_letters) == (2, 0)
+    files = [str(f) for f in table_files(settings.log_dir, "feedback")]
+    rows = duckdb.sql(f"SELECT experiment_id, feedback_group_id FROM read_parquet({files})").fetchall()
+    assert sorted(rows) == sorted([("exp-http", "g-2"), (made.experiment_id, "g-1")])
+    definitions = settings.home / "experiments.json"
+    definitions.write_text(json.dumps(listed_again))
+    report = build_report(settings.log_dir, settings.home / "report",
+                          ReportConfig(bootstrap_rounds=10, experiments=definitions))  # fmt: skip
+    sections = {e["experiment_id"]: e for e in report.experiments}
+    assert sections[made.experiment_id]["name"] == "large vs small"
+    assert sections[made.experiment_id]["pairs"][0]["wins_a"] == 1  # chat-large over chat-small
+    assert sections["exp-http"]["judgments_outside_arms"] == 1  # its arms are m1..m3, not these models
 
 
 def test_the_ledger_counts_an_event_once_whichever_copy_comes_first() -> None:
