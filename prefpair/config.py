@@ -29,6 +29,8 @@ SECRET_MARKERS = ("password", "secret", "token", "key.pem", "private", "sasl.jaa
 DEFAULT_INFERENCE_TOPIC = "prefpair.inference"
 DEFAULT_FEEDBACK_TOPIC = "prefpair.feedback"
 DEFAULT_DEAD_LETTER_TOPIC = "prefpair.dead-letters"
+DEFAULT_EXPERIMENTS_TOPIC = "prefpair.experiments"
+DEFAULT_TOKENS_TOPIC = "prefpair.tokens"
 
 
 class Settings(BaseModel):
@@ -54,6 +56,16 @@ class Settings(BaseModel):
         default=DEFAULT_DEAD_LETTER_TOPIC,
         min_length=1,
         description="Topic of the messages the consumer could not decode or validate.",
+    )
+    experiments_topic: str = Field(
+        default=DEFAULT_EXPERIMENTS_TOPIC,
+        min_length=1,
+        description="Topic of the comparative experiments' definitions (JSON, keyed by experiment id, compacted).",
+    )
+    tokens_topic: str = Field(
+        default=DEFAULT_TOKENS_TOPIC,
+        min_length=1,
+        description="Topic of presigned token events (issued, used, revoked) that every service instance follows.",
     )
     partitions: int = Field(default=4, ge=1, le=10_000, description="Partitions of each new topic.")
     replication_factor: int = Field(default=1, ge=1, le=32, description="Replicas of each partition of a new topic.")

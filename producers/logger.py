@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from prefpair.config import Settings
+from prefpair.producers import experiments
 from prefpair.producers.delivery import (
     DEFAULT_DELIVERY_TIMEOUT_MS,
     DEFAULT_KEEP_FAILED,
@@ -51,6 +52,7 @@ from prefpair.producers.events import (
     update_kind,
 )
 from prefpair.producers.exceptions import FailedEvent
+from prefpair.schemas.experiments import Experiment
 from prefpair.schemas.models import (
     Candidate,
     FeedbackEvent,
@@ -185,17 +187,22 @@ class PreferenceLogger(EventDelivery):
         metadata: Mapping[str, str] | None = None,
         candidates: Iterable[str] | None = None,
         timestamp_ms: int | None = None,
+        experiment_id: str | None = None,
+        feedback_group_id: str | None = None,
     ) -> str:
         """Log a pairwise judgment (``chosen`` beat ``rejected``, a TIE or BOTH_BAD); returns the feedback id.
 
         ``candidates``: the inference's candidate ids, if known, to reject unknown ids (the
-        logger also checks against inferences it logged itself recently).
+        logger also checks against inferences it logged itself recently). Every feedback call also
+        takes ``experiment_id`` (the comparative experiment the judgment belongs to, see
+        :meth:`create_experiment`) and ``feedback_group_id`` (judgments given together).
         """
         return self._log_feedback(
             FeedbackOp.CREATE, feedback_id, request_id, candidates,
             key=key, kind=JudgmentKind.PAIRWISE, outcome=outcome_arg(outcome), chosen_id=chosen,
             rejected_id=rejected, comment=comment, config=config, source=source_arg(source),
             metadata=metadata, timestamp_ms=timestamp_ms,
+            experiment_id=experiment_id, feedback_group_id=feedback_group_id,
         )  # fmt: skip
 
     def log_ranking(
@@ -210,12 +217,15 @@ class PreferenceLogger(EventDelivery):
         metadata: Mapping[str, str] | None = None,
         candidates: Iterable[str] | None = None,
         timestamp_ms: int | None = None,
+        experiment_id: str | None = None,
+        feedback_group_id: str | None = None,
     ) -> str:
         """Log a ranking, best first; ``[["a"], ["b", "c"]]`` ties b and c, ``["a", "b"]`` has no ties."""
         return self._log_feedback(
             FeedbackOp.CREATE, feedback_id, request_id, candidates,
             key=key, kind=JudgmentKind.RANKING, ranking=ranking_arg(ranking), comment=comment,
             source=source_arg(source), metadata=metadata, timestamp_ms=timestamp_ms,
+            experiment_id=experiment_id, feedback_group_id=feedback_group_id,
         )  # fmt: skip
 
     def log_feedback(
@@ -234,6 +244,8 @@ class PreferenceLogger(EventDelivery):
         metadata: Mapping[str, str] | None = None,
         candidates: Iterable[str] | None = None,
         timestamp_ms: int | None = None,
+        experiment_id: str | None = None,
+        feedback_group_id: str | None = None,
     ) -> str:
         """Log a score or value (thumbs, rating, category, reward) on one candidate; returns its feedback id.
 
@@ -246,6 +258,7 @@ class PreferenceLogger(EventDelivery):
             key=key, kind=JudgmentKind.SCORE, candidate_id=candidate, score=score, value=value,
             comment=comment, correction=correction, config=config, source=source_arg(source),
             metadata=metadata, timestamp_ms=timestamp_ms,
+            experiment_id=experiment_id, feedback_group_id=feedback_group_id,
         )  # fmt: skip
 
     def update_feedback(
@@ -268,6 +281,8 @@ class PreferenceLogger(EventDelivery):
         metadata: Mapping[str, str] | None = None,
         candidates: Iterable[str] | None = None,
         timestamp_ms: int | None = None,
+        experiment_id: str | None = None,
+        feedback_group_id: str | None = None,
     ) -> None:
         """Change earlier feedback: a new UPDATE event with the same ``feedback_id``; None keeps a field.
 
@@ -288,6 +303,7 @@ class PreferenceLogger(EventDelivery):
             ranking=None if ranking is None else ranking_arg(ranking), candidate_id=candidate,
             score=score, value=value, comment=comment, correction=correction, config=config,
             source=source_arg(source), metadata=metadata, timestamp_ms=timestamp_ms,
+            experiment_id=experiment_id, feedback_group_id=feedback_group_id,
         )  # fmt: skip
 
     def delete_feedback(
@@ -307,6 +323,30 @@ class PreferenceLogger(EventDelivery):
             FeedbackOp.DELETE, feedback_id, request_id, None,
             source=source_arg(source), metadata=metadata, timestamp_ms=timestamp_ms,
         )  # fmt: skip
+
+    # ------------------------------------------------------------------ experiments
+    def create_experiment(
+        self,
+        name: str,
+        arms: Iterable[str],
+        *,
+        experiment_id: str | None = None,
+        description: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        timeout: float = experiments.DEFAULT_TIMEOUT,
+    ) -> Experiment:
+        """Define a comparative experiment of ``arms`` (model names, or ``name:version``) and wait
+        until the broker stored it; judgments join it with ``experiment_id=experiment.experiment_id``.
+        Unlike the log calls this waits on the network (an experiment is defined rarely)."""
+        self._check_open()
+        return experiments.create_experiment(
+            self.settings, name, arms, experiment_id=experiment_id, description=description,
+            metadata=metadata, timeout=timeout,
+        )  # fmt: skip
+
+    def list_experiments(self, timeout: float = experiments.DEFAULT_TIMEOUT) -> list[Experiment]:
+        """Every experiment defined so far, oldest first (reads the experiments topic)."""
+        return experiments.list_experiments(self.settings, timeout)
 
     def __enter__(self) -> Self:
         return self
@@ -350,6 +390,8 @@ class PreferenceLogger(EventDelivery):
         source: FeedbackSource | Mapping[str, Any] | None = None,
         metadata: Mapping[str, str] | None = None,
         timestamp_ms: int | None = None,
+        experiment_id: str | None = None,
+        feedback_group_id: str | None = None,
     ) -> str:
         self._check_open()
         if feedback_id is None:
@@ -375,6 +417,8 @@ class PreferenceLogger(EventDelivery):
                 "config": config,
                 "source": source,
                 "metadata": {} if metadata is None else metadata,
+                "experiment_id": experiment_id,
+                "feedback_group_id": feedback_group_id,
             }
         )
         self._check_candidates(event, candidates)

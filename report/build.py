@@ -14,6 +14,7 @@ from typing_extensions import TypeVar
 
 from prefpair.report import analyses
 from prefpair.report.config import ReportConfig
+from prefpair.report.experiments import experiments, read_definitions
 from prefpair.report.load import LogData, load_log
 from prefpair.report.render import PLOT_IDS, render_html
 from prefpair.storage import LocalStorage, Storage
@@ -45,6 +46,11 @@ class Report(Generic[Where]):
     @property
     def agreement(self) -> dict[str, Any]:
         return dict(self.data["agreement"])
+
+    @property
+    def experiments(self) -> list[dict[str, Any]]:
+        """One section per comparative experiment (none for a report over a compiled dataset)."""
+        return list(self.data.get("experiments") or [])
 
     @property
     def health(self) -> dict[str, Any] | None:
@@ -107,6 +113,9 @@ def compute(data: LogData, config: ReportConfig) -> dict[str, Any]:
         "bias": bias,
         "agreement": analyses.agreement(comps),
         "health": analyses.health(data, config) if data.kind == "log" else None,
+        "experiments": (
+            experiments(data, read_definitions(config.experiments), config.confidence) if data.kind == "log" else []
+        ),
     }
     if config.per_source:
         content["ratings_per_source"] = {

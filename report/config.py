@@ -54,6 +54,12 @@ class ReportConfig(BaseModel):
         description="Report over a compiled dataset instead of the log.",
         json_schema_extra={"metavar": "DIR"},
     )
+    experiments: Path | None = Field(
+        default=None,
+        description="JSON file of experiment definitions (GET /v1/experiments, or the SDK's list_experiments): "
+        "names and arms of the experiment sections.",
+        json_schema_extra={"metavar": "FILE"},
+    )
     title: str = Field(default="prefpair preference report", description="Title of the page.")
 
 

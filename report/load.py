@@ -24,7 +24,14 @@ import pyarrow as pa
 
 from prefpair.report.exceptions import EmptyLogError, ReportInputError
 from prefpair.schemas import resolution
-from prefpair.schemas.log import FEEDBACK_LOG, ORPHAN_LOG, SCHEMAS, committed_files, table_files
+from prefpair.schemas.log import (
+    FEEDBACK_LOG,
+    ORPHAN_LOG,
+    SCHEMAS,
+    committed_files,
+    table_files,
+    with_added_columns,
+)
 from prefpair.storage import LocalStorage, Storage
 
 # The judgment fields the report reads, merged by resolution.
@@ -86,7 +93,8 @@ PAIRS_SQL = """
 CREATE TEMP TABLE judged AS
 SELECT feedback_id AS cluster, feedback_id, request_id, source_type, source_key, key, 'pairwise' AS origin,
        chosen_id AS a_id, rejected_id AS b_id,
-       CASE WHEN outcome = 'TIE' THEN 0.5 ELSE 1.0 END AS score_a, created_ms, inference_timestamp_ms
+       CASE WHEN outcome = 'TIE' THEN 0.5 ELSE 1.0 END AS score_a, created_ms, inference_timestamp_ms,
+       experiment_id
 FROM live
 WHERE kind = 'PAIRWISE' AND outcome IN ('PREFERRED', 'TIE') AND chosen_id IS NOT NULL
       AND rejected_id IS NOT NULL AND chosen_id <> rejected_id;
@@ -97,7 +105,8 @@ WITH groups AS (
     FROM live WHERE kind = 'RANKING' AND ranking IS NOT NULL),
 members AS (SELECT feedback_id, gi, unnest(grp) AS cid FROM groups)
 SELECT l.feedback_id, l.feedback_id, l.request_id, l.source_type, l.source_key, l.key, 'ranking',
-       x.cid, y.cid, CASE WHEN x.gi < y.gi THEN 1.0 ELSE 0.5 END, l.created_ms, l.inference_timestamp_ms
+       x.cid, y.cid, CASE WHEN x.gi < y.gi THEN 1.0 ELSE 0.5 END, l.created_ms, l.inference_timestamp_ms,
+       l.experiment_id
 FROM members x
 JOIN members y ON x.feedback_id = y.feedback_id AND (x.gi < y.gi OR (x.gi = y.gi AND x.cid < y.cid))
 JOIN live l ON l.feedback_id = x.feedback_id;
@@ -106,14 +115,16 @@ INSERT INTO judged
 WITH scores AS (
     SELECT request_id, key, source_type, source_key, candidate_id,
            arg_max(score, created_ms) AS score, arg_max(feedback_id, created_ms) AS feedback_id,
-           max(created_ms) AS created_ms, any_value(inference_timestamp_ms) AS inference_timestamp_ms
+           max(created_ms) AS created_ms, any_value(inference_timestamp_ms) AS inference_timestamp_ms,
+           arg_max(experiment_id, created_ms) AS experiment_id
     FROM live WHERE kind = 'SCORE' AND score IS NOT NULL AND candidate_id IS NOT NULL
     GROUP BY ALL)
 SELECT x.request_id || '|' || coalesce(x.key, '') || '|' || x.source_key, x.feedback_id || '+' || y.feedback_id,
        x.request_id, x.source_type, x.source_key, x.key, 'score',
        x.candidate_id, y.candidate_id,
        CASE WHEN x.score > y.score THEN 1.0 WHEN x.score = y.score THEN 0.5 ELSE 0.0 END,
-       greatest(x.created_ms, y.created_ms), x.inference_timestamp_ms
+       greatest(x.created_ms, y.created_ms), x.inference_timestamp_ms,
+       CASE WHEN x.experiment_id = y.experiment_id THEN x.experiment_id END
 FROM scores x JOIN scores y
   ON x.request_id = y.request_id AND x.key IS NOT DISTINCT FROM y.key AND x.source_key = y.source_key
      AND x.candidate_id < y.candidate_id;
@@ -210,7 +221,8 @@ class LogData:
 def _load_table(con: duckdb.DuckDBPyConnection, name: str, files: list[Path] | list[str], table: str) -> None:
     if files:
         con.execute(
-            f"CREATE TEMP TABLE {name} AS SELECT * FROM read_parquet($files, union_by_name = true)",
+            f"CREATE TEMP TABLE {name} AS SELECT * FROM "
+            f"{with_added_columns('read_parquet($files, union_by_name = true)', table)}",
             {"files": [str(f) for f in files]},
         )
     else:  # an empty table of the contract's schema, so every query still runs

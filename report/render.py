@@ -349,11 +349,13 @@ def render_html(data: dict[str, Any]) -> str:
         f" ({fmt(inputs['files'].get('inference', 0))} inference, {fmt(inputs['files'].get('feedback', 0))} feedback,"
         f" {fmt(inputs['files'].get('orphans', 0))} orphan files). Every number here is also in report.json.</p>",
         "<nav><ol><li><a href='#ratings'>Model ratings</a></li><li><a href='#bias'>Bias checks</a></li>"
-        "<li><a href='#agreement'>Agreement</a></li><li><a href='#health'>Feedback health</a></li></ol></nav>",
+        "<li><a href='#agreement'>Agreement</a></li><li><a href='#health'>Feedback health</a></li>"
+        "<li><a href='#experiments'>Experiments</a></li></ol></nav>",
         _section("ratings", "1. Model ratings", _ratings_html(ratings, data.get("ratings_per_source"))),
         _section("bias", "2. Bias checks", _bias_html(bias)),
         _section("agreement", "3. Agreement", _agreement_html(agreement)),
         _section("health", "4. Feedback health", _health_html(health)),
+        _section("experiments", "5. Experiments", _experiments_html(data.get("experiments") or [])),
         "</body></html>",
     ]
     return "\n".join(parts)
@@ -880,3 +882,40 @@ def _health_html(health: dict[str, Any] | None) -> str:
             drop_html,
         ]
     )
+
+
+def _experiments_html(experiments: list[dict[str, Any]]) -> str:
+    """One block per comparative experiment: its winner statement and head-to-head win rates."""
+    if not experiments:
+        return '<p class="na">No comparative experiments: no feedback carries an experiment_id.</p>'
+    blocks = []
+    for entry in experiments:
+        anchor = "experiment-" + html.escape(entry["experiment_id"], quote=True)
+        rows = [
+            {
+                **pair,
+                "pair": _Raw(f"{html.escape(pair['arm_a'])} vs {html.escape(pair['arm_b'])}"),
+                "rate": _Raw(interval({"value": pair["win_rate_a"], "ci_low": pair["ci_low"],
+                                       "ci_high": pair["ci_high"]})),
+                "better_text": _Raw(html.escape(pair["better"]) if pair["better"] else "not yet"),
+            }
+            for pair in entry["pairs"]
+        ]  # fmt: skip
+        heading = html.escape(entry["name"])
+        if entry["name"] != entry["experiment_id"]:
+            heading += f" <code>{html.escape(entry['experiment_id'])}</code>"
+        columns = [
+            ("pair", "arms"), ("judgments", "judgments"), ("wins_a", "wins first"), ("wins_b", "wins second"),
+            ("ties", "ties"), ("rate", "first's win rate [always-valid interval]"), ("better_text", "better"),
+            ("judgments_needed", "more judgments needed (est.)"),
+        ]  # fmt: skip
+        blocks.append(
+            f'<div class="experiment" id="{anchor}"><h3>{heading}</h3>'
+            f'<p class="statement"><strong>{html.escape(entry["statement"])}</strong></p>'
+            f"<p>Arms: {html.escape(', '.join(entry['arms']))}. Judgments between arms: {fmt(entry['judgments'])}"
+            f" (outside the arms: {fmt(entry['judgments_outside_arms'])}).</p>"
+            + table(rows, columns, text=("pair", "better_text"))
+            + f'<p class="note">{html.escape(entry["method"])}; per pair level '
+            f"{percent(1 - entry['pair_alpha'])}.</p></div>"
+        )
+    return "".join(blocks)

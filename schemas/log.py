@@ -26,9 +26,11 @@ unions with null become nullable columns, records become structs.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
@@ -318,3 +320,37 @@ def committed_files(log: Storage) -> tuple[list[tuple[SegmentName, Storage]], di
         for table in TABLES
     }  # fmt: skip
     return [(name, log / relative) for name, relative in committed], files
+
+
+# --------------------------------------------------------------------------- older logs
+_DUCKDB_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.float64(): "DOUBLE",
+                 pa.bool_(): "BOOLEAN"}  # fmt: skip
+
+
+def _first_feedback_fields() -> set[str]:
+    """Field names of the first shipped feedback schema (``history/feedback.v1.avsc``)."""
+    raw = json.loads(resources.files("prefpair.schemas").joinpath("history/feedback.v1.avsc").read_text("utf-8"))
+    return {FEEDBACK_RENAMES.get(f["name"], f["name"]) for f in raw["fields"]}
+
+
+_FIRST_FEEDBACK = _first_feedback_fields()
+ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    table: {
+        f.name: _DUCKDB_TYPES[f.type]
+        for f in SCHEMAS[table]
+        if f.name in {g.name for g in _FEEDBACK_FIELDS} and f.name not in _FIRST_FEEDBACK
+    }
+    for table in ("feedback", "orphans")
+}
+"""Per log table, the columns that feedback fields added since v1 became (name -> DuckDB type):
+segments written before them lack these columns, and readers fill them with NULL."""
+
+
+def with_added_columns(relation: str, table: str) -> str:
+    """A DuckDB relation of ``relation`` (e.g. ``read_parquet(...)`` of ``table``'s files) that has every
+    column of :data:`ADDED_COLUMNS` even when all its files predate them (NULL there)."""
+    added = ADDED_COLUMNS.get(table, {})
+    if not added:
+        return relation
+    empty = ", ".join(f"NULL::{kind} AS {name}" for name, kind in added.items())
+    return f"(SELECT * FROM {relation} UNION ALL BY NAME (SELECT {empty} WHERE false))"

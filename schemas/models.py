@@ -176,6 +176,8 @@ class FeedbackEvent(_Record):
     config: FeedbackConfig | None = None
     source: FeedbackSource | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    experiment_id: str | None = Field(default=None, min_length=1)
+    feedback_group_id: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

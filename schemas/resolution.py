@@ -55,6 +55,8 @@ PATCHABLE = (
     "config",
     "source",
     "feedback_metadata",
+    "experiment_id",
+    "feedback_group_id",
 )
 """The fields of a feedback that a CREATE sets and an UPDATE may replace."""
 

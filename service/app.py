@@ -26,7 +26,9 @@ from prefpair import __version__
 from prefpair.config import Settings
 from prefpair.errors import ConfigError
 from prefpair.service.config import ServiceConfig
+from prefpair.service.experiment_routes import ExperimentCatalog, add_experiment_routes
 from prefpair.service.feedback_routes import add_feedback_routes
+from prefpair.service.followers import FollowerStarter
 from prefpair.service.limits import BodySizeLimit
 from prefpair.service.middleware import CheckedJsonRoute, JsonRefusalCORSMiddleware
 from prefpair.service.read_routes import add_read_routes
@@ -35,7 +37,8 @@ from prefpair.service.refusals import install_error_handlers
 from prefpair.service.routing import REPLAYED_HEADER
 from prefpair.service.sink import FeedbackSink
 from prefpair.service.state import API_KEY_HEADER, ServiceState, key_fingerprint
-from prefpair.service.token_routes import add_token_routes
+from prefpair.service.token_ledger import TokenEvents
+from prefpair.service.token_routes import add_token_admin_routes, add_token_routes
 from prefpair.service.tokens import TokenSigner
 
 log = logging.getLogger("prefpair.service")
@@ -45,6 +48,7 @@ __all__ = ["SinkFactory", "create_app", "default_sink", "key_fingerprint"]
 
 
 SinkFactory = Callable[[Settings, ServiceConfig], FeedbackSink]
+
 
 
 def default_sink(settings: Settings, config: ServiceConfig) -> FeedbackSink:
@@ -69,13 +73,24 @@ def create_app(
     )
     factory = sink_factory or default_sink
 
+    catalog = ExperimentCatalog(settings, state.instance)
+    token_events = state.token_events = TokenEvents(settings, state.ledger, state.instance, config.token_max_ttl)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.sink = await run_in_threadpool(factory, settings, config)
-        log.info("serving feedback to topic %s; reading %s", settings.feedback_topic, settings.log_dir)
+        # Token events first: a token revoked elsewhere is refused from the first token request on.
+        followers = FollowerStarter([token_events, catalog])
+        state.followers = followers
+        followers.start()
         try:
+            if not await run_in_threadpool(followers.wait, config.ack_timeout):
+                log.warning("tokens and experiments topics not read yet: their routes answer 503 until they are")
+            log.info("serving feedback to topic %s; reading %s", settings.feedback_topic, settings.log_dir)
             yield
         finally:
+            state.followers = None
+            await run_in_threadpool(followers.close)
             sink, state.sink = state.sink, None
             if sink is not None:
                 await run_in_threadpool(sink.close)
@@ -104,17 +119,20 @@ def create_app(
             expose_headers=["Retry-After", REPLAYED_HEADER],
             max_age=600,
         )
-    add_routes(app, state)
+    add_routes(app, state, catalog)
     return app
 
 
-def add_routes(app: FastAPI, state: ServiceState) -> None:
+def add_routes(app: FastAPI, state: ServiceState, catalog: ExperimentCatalog) -> None:
     """Every route, in the order the OpenAPI spec lists them."""
     add_feedback_routes(app, state)
     add_token_routes(app, state)
+    add_token_admin_routes(app, state)
+    add_experiment_routes(app, state, catalog)
     add_read_routes(app, state)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:
-        """Liveness: whether the producer is open."""
-        return {"status": "ok" if state.sink is not None else "starting", "version": __version__}
+        """Liveness: whether the producer is open and the tokens and experiments topics are followed."""
+        ready = state.sink is not None and state.followers is not None and state.followers.ready
+        return {"status": "ok" if ready else "starting", "version": __version__}

@@ -82,6 +82,12 @@ class _Judgment(_Body):
         default=None, validation_alias=AliasChoices("config", "feedback_config")
     )
     metadata: dict[str, str] = Field(default_factory=dict, max_length=100)
+    experiment_id: str | None = Field(
+        default=None, min_length=1, max_length=ID_MAX, description="The comparative experiment this judgment is in."
+    )
+    feedback_group_id: str | None = Field(
+        default=None, min_length=1, max_length=ID_MAX, description="Groups judgments given together."
+    )
 
 
 class FeedbackCreate(_Judgment):
@@ -203,6 +209,8 @@ class FeedbackOut(BaseModel):
     value: str | None = None
     comment: str | None = None
     correction: str | None = None
+    experiment_id: str | None = None
+    feedback_group_id: str | None = None
     created_at: str | None = None
     modified_at: str | None = None
     joined: bool = Field(
@@ -220,3 +228,89 @@ class RequestOut(BaseModel):
     request_id: str
     inference: dict[str, Any] | None
     feedback: list[FeedbackOut]
+
+
+class TokenInfo(BaseModel):
+    """An issued presigned token as the tokens topic tells it (never the token itself)."""
+
+    id: str
+    request_id: str
+    feedback_key: str | None = None
+    reuse: str | None = None
+    issued_at: str | None = None
+    expires_at: str | None = None
+    issued_by: str | None = Field(default=None, description="Fingerprint of the API key that asked for it.")
+    status: str = Field(description="active, used, expired or revoked (the first that applies of revoked, expired).")
+    used: bool
+    uses: int
+    expired: bool
+    revoked: bool
+    revoked_at: str | None = None
+    revoked_by: str | None = None
+
+
+class TokenList(BaseModel):
+    items: list[TokenInfo]
+
+
+class TokenAuditEvent(BaseModel):
+    type: str = Field(description="issued, used or revoked")
+    at: str | None = None
+    at_ms: int
+    instance: str | None = Field(default=None, description="The service instance that recorded it.")
+    by: str | None = Field(default=None, description="The API key fingerprint that issued or revoked.")
+    client: str | None = Field(default=None, description="The address a use came from.")
+    feedback_id: str | None = Field(default=None, description="The feedback a use created.")
+    reason: str | None = None
+
+
+class TokenAudit(BaseModel):
+    token: TokenInfo
+    events: list[TokenAuditEvent]
+
+
+class TokenRevoke(_Body):
+    """``POST /v1/token-revocations``: revoke one token (``token_id``) or every token of ``request_id``."""
+
+    token_id: str | None = Field(default=None, min_length=1, max_length=ID_MAX)
+    request_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=ID_MAX,
+        description="Alone: revoke every token of the request issued until now. With token_id: its request "
+        "(needed only for a token this service has no record of).",
+    )
+    reason: str | None = Field(default=None, max_length=TEXT_MAX)
+
+
+class TokenRevoked(BaseModel):
+    request_id: str
+    token_id: str | None = None
+    revoked: list[str] = Field(description="The ids of the tokens this revocation covers that are on record.")
+    revoked_at: str | None = None
+
+
+class ExperimentCreate(_Body):
+    """``POST /v1/experiments``: models (arms) to compare side by side on the same prompts."""
+
+    id: str | None = Field(default=None, min_length=1, max_length=ID_MAX, description="A new id when omitted.")
+    name: str = Field(min_length=1, max_length=ID_MAX)
+    arms: list[str] = Field(
+        min_length=2, max_length=100, description="Model names (every version) or name:version; two at least."
+    )
+    description: str | None = Field(default=None, max_length=4096)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=100)
+
+
+class ExperimentOut(BaseModel):
+    id: str
+    name: str
+    arms: list[str]
+    description: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: str | None = None
+    created_at_ms: int
+
+
+class ExperimentList(BaseModel):
+    items: list[ExperimentOut]

@@ -29,7 +29,7 @@ from typing import Any
 import duckdb
 
 from prefpair.schemas import resolution
-from prefpair.schemas.log import FEEDBACK_LOG, ORPHAN_LOG, table_files
+from prefpair.schemas.log import FEEDBACK_LOG, ORPHAN_LOG, table_files, with_added_columns
 from prefpair.service.exceptions import BadCursorError
 from prefpair.service.jsonbody import is_unicode
 
@@ -89,12 +89,12 @@ def _events_sql(joined: bool, orphans: bool, prefilter: str) -> str:
     if joined:
         parts.append(
             f"SELECT {columns}, true AS joined, NULL::VARCHAR AS orphan_reason "
-            "FROM read_parquet($feedback_files, union_by_name = true)"
+            f"FROM {with_added_columns('read_parquet($feedback_files, union_by_name = true)', 'feedback')}"
         )
     if orphans:
         parts.append(
             f"SELECT {columns}, false AS joined, reason AS orphan_reason "
-            "FROM read_parquet($orphan_files, union_by_name = true)"
+            f"FROM {with_added_columns('read_parquet($orphan_files, union_by_name = true)', 'orphans')}"
         )
     union = "\n    UNION ALL BY NAME\n    ".join(parts)
     return f"""

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,10 +22,12 @@ from prefpair.config import Settings
 from prefpair.schemas import FeedbackEvent, FeedbackOp
 from prefpair.service.config import ServiceConfig
 from prefpair.service.exceptions import DeliveryError, RefusedError
+from prefpair.service.followers import FollowerStarter
 from prefpair.service.limits import IdempotencyCache, RateLimiter, retry_after_header
 from prefpair.service.models import Accepted
 from prefpair.service.reads import LogReader
 from prefpair.service.sink import Delivery, FeedbackSink
+from prefpair.service.token_ledger import TokenEvents, TokenLedger
 from prefpair.service.tokens import TokenSigner, UsedTokens
 
 log = logging.getLogger("prefpair.service")
@@ -57,6 +60,11 @@ class ServiceState:
     token_limiter: RateLimiter = field(init=False)
     failure_limiter: RateLimiter = field(init=False)
     known_requests: OrderedDict[str, str] = field(init=False, default_factory=OrderedDict)
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    """Names this process in token events and in its followers' group ids."""
+    ledger: TokenLedger = field(init=False)
+    token_events: TokenEvents | None = None
+    followers: FollowerStarter | None = None
 
     def __post_init__(self) -> None:
         self.used_tokens = UsedTokens(self.config.used_tokens_cache_size)
@@ -65,6 +73,11 @@ class ServiceState:
         self.token_limiter = RateLimiter(self.config.token_rate, self.config.token_burst)
         self.failure_limiter = RateLimiter(self.config.auth_failure_rate, self.config.auth_failure_burst)
         self._keys = [k.get_secret_value().encode("utf-8") for k in self.config.api_keys]
+        self.ledger = TokenLedger(on_used=self._used_elsewhere)
+
+    def _used_elsewhere(self, token_id: str, expires_at: int) -> None:
+        """A single-use token was used (through any instance): refuse it here too."""
+        self.used_tokens.claim(token_id, expires_at)
 
     def check_key(self, given: str | None) -> str:
         """The fingerprint of a valid API key; a 401 RefusedError otherwise (constant-time compare)."""

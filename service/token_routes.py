@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import html
 import logging
+import time
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -14,11 +15,24 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prefpair.schemas import FeedbackConfig, FeedbackEvent, SourceType
 from prefpair.schemas.models import now_ms
 from prefpair.service.config import TokenReuse
-from prefpair.service.exceptions import IdempotencyConflictError, RefusedError, TokenError
+from prefpair.service.exceptions import DeliveryError, IdempotencyConflictError, RefusedError, TokenError
 from prefpair.service.limits import retry_after_header
-from prefpair.service.models import Accepted, TokenCreate, TokenIssued, TokenSubmit, text_of
+from prefpair.service.models import (
+    Accepted,
+    TokenAudit,
+    TokenAuditEvent,
+    TokenCreate,
+    TokenInfo,
+    TokenIssued,
+    TokenList,
+    TokenRevoke,
+    TokenRevoked,
+    TokenSubmit,
+    text_of,
+)
 from prefpair.service.routing import ERRORS, Caller, client_address, replay_headers
 from prefpair.service.state import ServiceState, body_fingerprint
+from prefpair.service.token_ledger import TokenEvent, TokenEvents, iso_s
 from prefpair.service.tokens import TokenClaims
 
 log = logging.getLogger("prefpair.service")
@@ -48,6 +62,13 @@ def add_token_routes(app: FastAPI, state: ServiceState) -> None:
         token, claims = state.signer.issue(
             body.request_id, body.feedback_key, ttl, body.reuse or state.config.token_reuse, config
         )
+        await events(state).publish(
+            TokenEvent(
+                type="issued", request_id=claims.request_id, token_id=claims.token_id, feedback_key=claims.key,
+                reuse=claims.reuse.value, issued_at=claims.issued_at, expires_at=claims.expires_at, by=caller,
+            ),
+            state.config.ack_timeout,
+        )  # fmt: skip
         log.info(
             "issued token %s for request %s key %s (%s)",
             claims.token_id,
@@ -106,6 +127,13 @@ def add_token_routes(app: FastAPI, state: ServiceState) -> None:
                 claims = state.signer.verify(token)
             except TokenError as exc:
                 raise RefusedError(exc.status, exc.code, exc.reason, "token") from None
+        events(state)  # not yet following the tokens topic: a revocation could have been missed
+        revoked = state.ledger.revocation(claims)
+        if revoked is not None:
+            what = "token" if revoked.scope == "token" else f"every token of request {claims.request_id!r}"
+            raise RefusedError(
+                403, "token_revoked", f"token was revoked ({what}, at {iso_s(revoked.at_ms / 1000)})", "token"
+            )
         wait = state.token_limiter.take(claims.token_id)
         if wait > 0:
             raise RefusedError(
@@ -144,11 +172,19 @@ def add_token_routes(app: FastAPI, state: ServiceState) -> None:
                 raise
 
         try:
-            return await state.idempotency.run(feedback_id, fingerprint, action)
+            accepted, replayed = await state.idempotency.run(feedback_id, fingerprint, action)
         except IdempotencyConflictError:
             if single:
                 raise RefusedError(403, "token_used", "token was already used (single-use token)", "token") from None
             raise
+        if not replayed:
+            events(state).publish_nowait(
+                TokenEvent(
+                    type="used", request_id=claims.request_id, token_id=claims.token_id, feedback_key=claims.key,
+                    reuse=claims.reuse.value, expires_at=claims.expires_at, client=client, feedback_id=feedback_id,
+                )
+            )  # fmt: skip
+        return accepted, replayed
 
 
 def token_event(claims: TokenClaims, body: TokenSubmit, feedback_id: str) -> FeedbackEvent:
@@ -172,3 +208,81 @@ def token_event(claims: TokenClaims, body: TokenSubmit, feedback_id: str) -> Fee
             "metadata": body.metadata,
         }
     )
+
+
+def events(state: ServiceState) -> TokenEvents:
+    """The instance's tokens topic; a 503 until start-up has read it."""
+    if state.token_events is None or not state.token_events.ready:
+        raise DeliveryError(state.settings.tokens_topic, "the service is not connected to Kafka yet")
+    return state.token_events
+
+
+REVOCATIONS_PATH = "/v1/token-revocations"
+TokenIdPath = Annotated[str, Path(min_length=1, max_length=256, description="The token id (``id`` when issued)")]
+
+
+def add_token_admin_routes(app: FastAPI, state: ServiceState) -> None:
+    """Token management (API key): list issued tokens, one token's audit trail, revocations; tagged ``tokens``."""
+
+    @app.get(TOKEN_PATH, response_model=TokenList, responses=ERRORS, tags=["tokens"])
+    async def list_tokens(
+        caller: Caller,
+        request_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+        feedback_key: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+        status: Annotated[
+            Literal["active", "used", "expired", "revoked"] | None,
+            Query(description="revoked first, then expired, then used (submitted through at least once), else active"),
+        ] = None,
+        used: Annotated[bool | None, Query(description="Submitted through at least once, or never.")] = None,
+        revoked: bool | None = None,
+        expires_after: Annotated[int | None, Query(ge=0, description="Epoch seconds: expiring at or after.")] = None,
+        expires_before: Annotated[int | None, Query(ge=0, description="Epoch seconds: expiring before.")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> TokenList:
+        """Issued presigned tokens, newest first, as every instance's token events tell them."""
+        rows = state.ledger.listing(
+            time.time(), request_id=request_id, feedback_key=feedback_key, status=status, used=used,
+            revoked=revoked, expires_after=expires_after, expires_before=expires_before, limit=limit,
+        )  # fmt: skip
+        return TokenList(items=[TokenInfo(**row) for row in rows])
+
+    @app.get(TOKEN_PATH + "/{token_id}/audit", response_model=TokenAudit, responses=ERRORS, tags=["tokens"])
+    async def token_audit(token_id: TokenIdPath, caller: Caller) -> TokenAudit:
+        """One token and its audit trail: its issue, each use (client address, feedback id), its revocation."""
+        record = state.ledger.known(token_id)
+        if record is None:
+            raise RefusedError(404, "token_not_found", f"no token {token_id!r} on record")
+        return TokenAudit(
+            token=TokenInfo(**record.to_json(time.time())),
+            events=[TokenAuditEvent(**event) for event in state.ledger.audit(token_id)],
+        )
+
+    @app.post(REVOCATIONS_PATH, response_model=TokenRevoked, responses=ERRORS, tags=["tokens"])
+    async def revoke(body: TokenRevoke, caller: Caller) -> TokenRevoked:
+        """Revoke one token, or every token of a request issued until now. Every instance refuses them
+        once it has read the revocation from the tokens topic (within about a second)."""
+        if body.token_id is None and body.request_id is None:
+            raise RefusedError(422, "invalid_request", "body: give token_id, or request_id to revoke all its tokens")
+        request_id = body.request_id
+        if body.token_id is not None:
+            record = state.ledger.known(body.token_id)
+            if record is not None:
+                if request_id is not None and request_id != record.request_id:
+                    raise RefusedError(
+                        409, "wrong_request",
+                        f"request_id: token {body.token_id!r} is for request {record.request_id!r}", "request_id",
+                    )  # fmt: skip
+                request_id = record.request_id
+            elif request_id is None:
+                raise RefusedError(
+                    404, "token_not_found",
+                    f"no token {body.token_id!r} on record (pass request_id to revoke it anyway)",
+                )  # fmt: skip
+        assert request_id is not None
+        event = TokenEvent(type="revoked", request_id=request_id, token_id=body.token_id, by=caller, reason=body.reason)
+        await events(state).publish(event, state.config.ack_timeout)
+        covered = [body.token_id] if body.token_id is not None else state.ledger.tokens_of(request_id)
+        log.info("revoked %s of request %s (%s)", body.token_id or "every token", request_id, caller)
+        return TokenRevoked(
+            request_id=request_id, token_id=body.token_id, revoked=covered, revoked_at=iso_s(event.at_ms / 1000)
+        )

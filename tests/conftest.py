@@ -119,6 +119,8 @@ def unique_topics(prefix: str = "test") -> dict[str, str]:
         "inference_topic": f"{prefix}.{suffix}.inference",
         "feedback_topic": f"{prefix}.{suffix}.feedback",
         "dead_letter_topic": f"{prefix}.{suffix}.dead-letters",
+        "experiments_topic": f"{prefix}.{suffix}.experiments",
+        "tokens_topic": f"{prefix}.{suffix}.tokens",
     }
 
 
@@ -148,7 +150,8 @@ def make_settings(kafka_bootstrap: str, tmp_path: Path) -> Iterator[MakeSettings
         }
         values.update(overrides)
         settings = Settings(**values)
-        names.extend([settings.inference_topic, settings.feedback_topic, settings.dead_letter_topic])
+        names.extend([settings.inference_topic, settings.feedback_topic, settings.dead_letter_topic,
+                      settings.experiments_topic, settings.tokens_topic])
         if create:
             create_topics(settings)
         return settings

@@ -86,6 +86,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("Settings", "inference_topic"): case(("--inference-topic", "t.i"), "t.i", "t.i"),
     ("Settings", "feedback_topic"): case(("--feedback-topic", "t.f"), "t.f", "t.f"),
     ("Settings", "dead_letter_topic"): case(("--dead-letter-topic", "t.d"), "t.d", "t.d"),
+    ("Settings", "experiments_topic"): case(("--experiments-topic", "t.e"), "t.e", "t.e"),
+    ("Settings", "tokens_topic"): case(("--tokens-topic", "t.t"), "t.t", "t.t"),
     ("Settings", "partitions"): case(("--partitions", "8"), "8", 8),
     ("Settings", "replication_factor"): case(("--replication-factor", "3"), "3", 3),
     ("Settings", "retention_ms"): case(("--retention-ms", "-1"), "-1", -1),
@@ -220,6 +222,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("ReportConfig", "time_buckets"): case(("--time-buckets", "12"), "12", 12),
     ("ReportConfig", "dead_letters"): case(("--dead-letters", "6"), "metrics.json", None),  # see _expected
     ("ReportConfig", "manifest"): case(("--manifest", "/m.json"), "/m.json", Path("/m.json")),
+    ("ReportConfig", "experiments"): case(("--experiments", "/e.json"), "/e.json", Path("/e.json")),
     ("ReportConfig", "dataset"): case(("--dataset", "/d"), "/d", Path("/d")),
     ("ReportConfig", "title"): case(("--title", "T"), "T", "T"),
     ("ReportJob", "log_dir"): case(("--log-dir", "/l"), "/l", "/l"),

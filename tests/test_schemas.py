@@ -377,6 +377,55 @@ def test_a_new_enum_symbol_needs_a_reader_default() -> None:
     assert record["source"]["type"] == "API"
 
 
+# --------------------------------------------------------------------------- shipped v2 of the feedback schema
+SHIPPED_V1_FEEDBACK = "history/feedback.v1.avsc"
+ADDED_IN_V2 = {"experiment_id": "exp-1", "feedback_group_id": "grp-1"}
+
+
+def v1_feedback_schema_set() -> SchemaSet:
+    """What a producer or consumer still on the first release has: the v1 feedback schema only."""
+    parsed = parse_schema(load_raw(SHIPPED_V1_FEEDBACK))
+    return SchemaSet(readers={FEEDBACK: parsed}, writers={fingerprint_of(parsed): (FEEDBACK, parsed)})
+
+
+def test_v2_feedback_only_appends_nullable_fields_with_null_defaults() -> None:
+    old, new = load_raw(SHIPPED_V1_FEEDBACK), load_raw("feedback.avsc")
+    assert new["fields"][: len(old["fields"])] == old["fields"]
+    added = new["fields"][len(old["fields"]) :]
+    assert [f["name"] for f in added] == list(ADDED_IN_V2)
+    assert all(f["type"] == ["null", "string"] and f["default"] is None for f in added)
+
+
+def test_the_current_reader_reads_feedback_written_by_a_v1_producer() -> None:
+    record = {k: v for k, v in feedback_record().items() if k not in ADDED_IN_V2}
+    old_bytes = SingleObjectCodec(v1_feedback_schema_set()).encode(FEEDBACK, record)
+    assert old_bytes[2:10] != default_schema_set().fingerprint(FEEDBACK)  # written with the old schema
+    name, decoded = SingleObjectCodec().decode(old_bytes)  # history/ makes the old fingerprint known
+    assert name == FEEDBACK and decoded == {**record, "experiment_id": None, "feedback_group_id": None}
+    check_feedback_record(decoded)
+
+
+def test_a_v1_reader_reads_feedback_written_with_experiment_fields() -> None:
+    new_bytes = SingleObjectCodec().encode(FEEDBACK, {**feedback_record(), **ADDED_IN_V2})
+    with pytest.raises(UnknownSchemaError):  # an old consumer learns the new fingerprint first
+        SingleObjectCodec(v1_feedback_schema_set()).decode(new_bytes)
+    old = v1_feedback_schema_set()
+    current = parse_schema(load_raw("feedback.avsc"))
+    old.writers[fingerprint_of(current)] = (FEEDBACK, current)
+    name, decoded = SingleObjectCodec(old).decode(new_bytes)
+    assert name == FEEDBACK and "experiment_id" not in decoded
+    assert decoded == {k: v for k, v in feedback_record().items() if k not in ADDED_IN_V2}
+
+
+def test_experiment_fields_round_trip_through_the_model() -> None:
+    event = models.FeedbackEvent.parse({**feedback_record(), **ADDED_IN_V2})
+    assert (event.experiment_id, event.feedback_group_id) == ("exp-1", "grp-1")
+    assert SingleObjectCodec().decode(SingleObjectCodec().encode(FEEDBACK, event.to_avro()))[1] == event.to_avro()
+    with pytest.raises(ValidationError) as info:
+        models.FeedbackEvent.parse({**feedback_record(), "experiment_id": ""})
+    assert info.value.field == "experiment_id"
+
+
 # --------------------------------------------------------------------------- decoded-record checks
 def _feedback_variants() -> list[dict[str, Any]]:
     base = {"event_id": "e", "feedback_id": "f", "op": "CREATE", "request_id": "r", "timestamp_ms": 5,

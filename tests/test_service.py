@@ -823,6 +823,8 @@ def test_serve_command_shuts_down_gracefully(make_settings: Callable[..., Settin
         PREFPAIR_HOME=str(settings.home),
         PREFPAIR_FEEDBACK_TOPIC=settings.feedback_topic,
         PREFPAIR_INFERENCE_TOPIC=settings.inference_topic,
+        PREFPAIR_TOKENS_TOPIC=settings.tokens_topic,
+        PREFPAIR_EXPERIMENTS_TOPIC=settings.experiments_topic,
         PREFPAIR_TOKEN_SECRETS=f"{CURRENT.kid}:{CURRENT.secret.get_secret_value()}",
     )
     process = subprocess.Popen(
