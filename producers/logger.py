@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from types import TracebackType
 from typing import Any, Self
 
@@ -75,6 +76,8 @@ __all__ = [
 ]
 
 DEFAULT_REMEMBER_REQUESTS = 10_000
+
+_candidate_id = itemgetter("candidate_id")
 
 
 class PreferenceLogger(EventDelivery):
@@ -166,7 +169,7 @@ class PreferenceLogger(EventDelivery):
             },
         )
         self._send_encoded(self._inference_topic, request_id, message)
-        self._remember(request_id, frozenset([c["candidate_id"] for c in record["candidates"]]))
+        self._remember(request_id, frozenset(map(_candidate_id, record["candidates"])))
         return request_id
 
     # ------------------------------------------------------------------ feedback
