@@ -1,9 +1,11 @@
 """``PreferenceLogger``: what serving code calls to log inferences and feedback.
 
-Every call validates the event against the contract (:mod:`prefpair.schemas.models`), encodes
+Every call checks the event against the contract (:mod:`prefpair.schemas.models`), encodes
 it (Avro single-object encoding, or Schema Registry framing when a registry URL is set) and
 hands it to librdkafka, all in the calling thread, then returns. Bad input raises
-:class:`~prefpair.schemas.ValidationError` naming the field before anything is sent.
+:class:`~prefpair.schemas.ValidationError` naming the field before anything is sent. Plain
+arguments (dicts, lists, strings, numbers) are encoded as they are and checked without building
+the models; anything else goes through the models (:mod:`prefpair.producers.records`).
 librdkafka delivers in the background with an idempotent producer (``acks=all``), keyed by
 request id so an inference and its feedback land in the same partition number of their topics.
 
@@ -13,9 +15,10 @@ wait on the network (only a full local queue under ``queue_full="block"`` can wa
 ``queue_full_timeout``; use ``queue_full="raise"`` on a loop). ``flush`` and ``close`` wait for
 the broker: use :meth:`~PreferenceLogger.aflush` / :meth:`~PreferenceLogger.aclose` there.
 
-This module holds the public calls; turning their arguments into events and records is
-:mod:`prefpair.producers.events`, sending them and the delivery reports (``flush``, ``close``,
-``stats``, ``on_delivery_error``) is :mod:`prefpair.producers.delivery`.
+This module holds the public calls; turning their arguments into checked records is
+:mod:`prefpair.producers.events` (the checks: :mod:`prefpair.producers.records`), sending them
+and the delivery reports (``flush``, ``close``, ``stats``, ``on_delivery_error``) is
+:mod:`prefpair.producers.delivery`.
 """
 
 from __future__ import annotations
