@@ -4,14 +4,14 @@ Serving code mostly passes plain values: dicts of strings and numbers, lists of 
 pydantic models from them only to read the models back into the dicts fastavro writes cost more
 than everything else a log call does besides encoding. Instead, for a dict of an event's fields:
 
-1. fastavro encodes them, checking each value's type as it writes it (a wrong type raises).
-2. :func:`plain_check` checks what fastavro does not, and the contract: a nested record must be a
+1. :func:`plain_check` checks what fastavro does not, and the contract: a nested record must be a
    dict with its model's field names only, required ones present (fastavro ignores extra keys),
    an array a list or a tuple (fastavro iterates a string or a dict), a map a dict (fastavro
    writes ``""`` as an empty map), a required ``int`` an ``int`` (fastavro truncates a float
    there; optional ints are checked by their Avro union); then the models' field constraints
    (``min_length``, ``ge``) and rules (:mod:`prefpair.schemas.rules`, the ones the models' own
-   validators run).
+   validators run). A model instance or any other form fails its first step, at once.
+2. fastavro encodes them, checking each value's type as it writes it (a wrong type raises).
 
 Whatever fails a step goes through the model itself: it coerces what it accepts (a ``bool`` for
 a number, a model instance, bytes for a string...) and raises its own
@@ -32,15 +32,14 @@ from typing import Any, Generic, TypeVar
 import annotated_types
 from pydantic import BaseModel
 
-from prefpair.schemas.exceptions import ValidationError
 from prefpair.schemas.wire import Codec
 
 PlainCheck = Callable[[dict[str, Any]], bool]
 Rules = Mapping[type[BaseModel], Callable[[Any], None]]
 Event = TypeVar("Event", bound=BaseModel)
 
-NOT_PLAIN = (ValidationError, TypeError, ValueError, AttributeError, OverflowError)
-"""What fastavro raises for a value of another type (or out of range), and what a rule raises."""
+ENCODE_ERRORS = (TypeError, ValueError, AttributeError, OverflowError)
+"""What fastavro raises for a value of another type (or out of range)."""
 
 
 @dataclass(frozen=True)
@@ -56,23 +55,27 @@ class Contract(Generic[Event]):
 def encode_checked(codec: Codec, contract: Contract[Any], fields: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     """The record and message bytes of an event's ``fields``, if its model accepts them; else the model's error."""
     try:
-        message = codec.encode(contract.name, fields)
-        if contract.is_plain(fields):
-            return fields, message
-    except NOT_PLAIN:
-        pass  # another type, another form or a refusal: the model coerces it or raises its own error
+        plain = contract.is_plain(fields)
+    except Exception:  # a refusal, or a rule meeting a value of another type: the model decides
+        plain = False
+    if plain:
+        try:
+            return fields, codec.encode(contract.name, fields)
+        except ENCODE_ERRORS:
+            pass  # a value of another type: the model coerces it or raises its own error
     record = contract.record_of(contract.parse(fields))
     return record, codec.encode(contract.name, record)
 
 
 # --------------------------------------------------------------------------- the generated check
 def plain_check(model: type[BaseModel], rules: Rules) -> PlainCheck:
-    """Whether fields fastavro has encoded are ``model``'s plain form and meet its constraints and rules.
+    """Whether fields are ``model``'s plain form and meet its constraints and rules (types: fastavro's).
 
     Generated once from the model's fields as straight-line Python, one function per nested
     model: it runs on every log call, and a loop over per-field checks cost twice as much. A
     refusal returns False (the caller asks the model for its error); a rule raises its
-    ValidationError. A field type or constraint it does not know fails here, at import.
+    ValidationError, or whatever a value of a type fastavro would refuse makes it raise.
+    A field type or constraint it does not know fails here, at import.
     """
     source: list[str] = []
     namespace: dict[str, Any] = {}
