@@ -50,7 +50,7 @@ def new_event_id() -> str:
     Drawn from a generator the OS seeded, not from ``os.urandom`` per id: that is a system call
     on every log call, a microsecond on a busy machine. Event ids de-duplicate; they guard nothing.
     """
-    return f"{_event_ids.getrandbits(128):032x}"
+    return _event_ids.randbytes(16).hex()
 
 
 # --------------------------------------------------------------------------- records
