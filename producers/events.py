@@ -17,9 +17,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefpair.producers.records import Contract, plain_check
-from prefpair.schemas import rules
 from prefpair.schemas.exceptions import ValidationError
 from prefpair.schemas.models import (
+    FEEDBACK_RULES,
+    INFERENCE_RULES,
     Candidate,
     FeedbackConfig,
     FeedbackEvent,
@@ -81,19 +82,10 @@ def _feedback_dict(event: FeedbackEvent) -> dict[str, Any]:
     return record
 
 
-# The rules each model's validator runs, as ``check_inference_record`` / ``check_feedback_record`` list them.
 INFERENCE_CONTRACT = Contract(
-    INFERENCE,
-    plain_check(InferenceEvent, {InferenceEvent: rules.check_inference, Candidate: rules.check_candidate}),
-    InferenceEvent.parse,
-    _inference_dict,
+    INFERENCE, plain_check(InferenceEvent, INFERENCE_RULES), InferenceEvent.parse, _inference_dict
 )
-FEEDBACK_CONTRACT = Contract(
-    FEEDBACK,
-    plain_check(FeedbackEvent, {FeedbackEvent: rules.check_feedback, FeedbackConfig: rules.check_feedback_config}),
-    FeedbackEvent.parse,
-    _feedback_dict,
-)
+FEEDBACK_CONTRACT = Contract(FEEDBACK, plain_check(FeedbackEvent, FEEDBACK_RULES), FeedbackEvent.parse, _feedback_dict)
 
 
 # --------------------------------------------------------------------------- call arguments
