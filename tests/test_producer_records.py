@@ -20,6 +20,7 @@ from prefpair.producers.events import FEEDBACK_CONTRACT, INFERENCE_CONTRACT
 from prefpair.producers.records import Contract, encode_checked
 from prefpair.schemas import (
     Candidate,
+    FeedbackCategory,
     FeedbackConfig,
     FeedbackOp,
     FeedbackSource,
@@ -92,7 +93,8 @@ OTHER_VALUES: list[Any] = [
     [], ["a"], ["a", "b"], [["a"], ["b"]], ("a", "b"), {"a"}, [1], {}, {"k": "v"}, {"k": 1}, {1: "v"},
     {"type": "API"}, {"role": "user", "content": "x"},
 ]  # fmt: skip
-MODELS = {"candidates": Candidate, "messages": Message, "config": FeedbackConfig, "source": FeedbackSource}
+MODELS = {"candidates": Candidate, "messages": Message, "config": FeedbackConfig, "categories": FeedbackCategory,
+          "source": FeedbackSource}  # fmt: skip
 
 
 def _changes(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str, Any]]:
