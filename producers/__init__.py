@@ -2,7 +2,8 @@
 
 Events are validated and encoded in the caller, then delivered by librdkafka with an
 idempotent producer, keyed by request id. ``logger`` holds the public calls, ``events`` turns
-their arguments into events and Avro records, ``delivery`` sends them and reports their fate.
+their arguments into Avro records, ``records`` checks and encodes those (plain arguments without
+building the models), ``delivery`` sends them and reports their fate.
 Synthetic traffic for the demo and the benchmarks lives in :mod:`prefpair.simulate`, above this package.
 """
 

@@ -193,7 +193,10 @@ class EventDelivery:
             raise ProducerError(f"the Kafka producer hit a fatal error and cannot send: {self._fatal}")
 
     def _send(self, topic: str, name: str, request_id: str, record: dict[str, Any]) -> None:
-        value = self.codec.encode(name, record)
+        self._send_encoded(topic, request_id, self.codec.encode(name, record))
+
+    def _send_encoded(self, topic: str, request_id: str, value: bytes) -> None:
+        """Hand an encoded event to librdkafka, keyed by its request id (refused if over the size limit)."""
         key = request_id.encode()
         size = len(value) + len(key)
         if size > self.max_message_bytes:

@@ -1,9 +1,11 @@
 """``PreferenceLogger``: what serving code calls to log inferences and feedback.
 
-Every call validates the event against the contract (:mod:`prefpair.schemas.models`), encodes
+Every call checks the event against the contract (:mod:`prefpair.schemas.models`), encodes
 it (Avro single-object encoding, or Schema Registry framing when a registry URL is set) and
 hands it to librdkafka, all in the calling thread, then returns. Bad input raises
-:class:`~prefpair.schemas.ValidationError` naming the field before anything is sent.
+:class:`~prefpair.schemas.ValidationError` naming the field before anything is sent. Plain
+arguments (dicts, lists, strings, numbers) are encoded as they are and checked without building
+the models; anything else goes through the models (:mod:`prefpair.producers.records`).
 librdkafka delivers in the background with an idempotent producer (``acks=all``), keyed by
 request id so an inference and its feedback land in the same partition number of their topics.
 
@@ -13,15 +15,17 @@ wait on the network (only a full local queue under ``queue_full="block"`` can wa
 ``queue_full_timeout``; use ``queue_full="raise"`` on a loop). ``flush`` and ``close`` wait for
 the broker: use :meth:`~PreferenceLogger.aflush` / :meth:`~PreferenceLogger.aclose` there.
 
-This module holds the public calls; turning their arguments into events and records is
-:mod:`prefpair.producers.events`, sending them and the delivery reports (``flush``, ``close``,
-``stats``, ``on_delivery_error``) is :mod:`prefpair.producers.delivery`.
+This module holds the public calls; turning their arguments into checked records is
+:mod:`prefpair.producers.events` (the checks: :mod:`prefpair.producers.records`), sending them
+and the delivery reports (``flush``, ``close``, ``stats``, ``on_delivery_error``) is
+:mod:`prefpair.producers.delivery`.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from types import TracebackType
 from typing import Any, Self
 
@@ -38,11 +42,11 @@ from prefpair.producers.delivery import (
     QueueFullPolicy,
 )
 from prefpair.producers.events import (
+    FEEDBACK_CONTRACT,
+    INFERENCE_CONTRACT,
     ConfigLike,
     SourceLike,
     check_score,
-    feedback_record,
-    inference_record,
     new_event_id,
     new_id,
     outcome_arg,
@@ -52,20 +56,18 @@ from prefpair.producers.events import (
     update_kind,
 )
 from prefpair.producers.exceptions import FailedEvent
+from prefpair.producers.records import encode_checked
 from prefpair.schemas.experiments import Experiment
 from prefpair.schemas.models import (
     Candidate,
-    FeedbackEvent,
     FeedbackOp,
     FeedbackSource,
-    InferenceEvent,
     JudgmentKind,
     Message,
     PairwiseOutcome,
     SourceType,
     now_ms,
 )
-from prefpair.schemas.registry import FEEDBACK, INFERENCE
 from prefpair.schemas.wire import Codec
 
 # The module's public names; the delivery ones are defined in prefpair.producers.delivery.
@@ -79,6 +81,8 @@ __all__ = [
 ]
 
 DEFAULT_REMEMBER_REQUESTS = 10_000
+
+_candidate_id = itemgetter("candidate_id")
 
 
 class PreferenceLogger(EventDelivery):
@@ -150,7 +154,9 @@ class PreferenceLogger(EventDelivery):
         self._check_open()
         if request_id is None:
             request_id = new_id()
-        event = InferenceEvent.parse(
+        record, message = encode_checked(
+            self.codec,
+            INFERENCE_CONTRACT,
             {
                 "event_id": new_event_id(),
                 "request_id": request_id,
@@ -165,10 +171,10 @@ class PreferenceLogger(EventDelivery):
                 "environment": environment,
                 "tags": () if tags is None else tags,
                 "metadata": {} if metadata is None else metadata,
-            }
+            },
         )
-        self._send(self._inference_topic, INFERENCE, request_id, inference_record(event))
-        self._remember(request_id, frozenset(c.candidate_id for c in event.candidates))
+        self._send_encoded(self._inference_topic, request_id, message)
+        self._remember(request_id, frozenset(map(_candidate_id, record["candidates"])))
         return request_id
 
     # ------------------------------------------------------------------ feedback
@@ -396,7 +402,9 @@ class PreferenceLogger(EventDelivery):
         self._check_open()
         if feedback_id is None:
             feedback_id = new_id()
-        event = FeedbackEvent.parse(
+        record, message = encode_checked(
+            self.codec,
+            FEEDBACK_CONTRACT,
             {
                 "event_id": new_event_id(),
                 "feedback_id": feedback_id,
@@ -419,10 +427,10 @@ class PreferenceLogger(EventDelivery):
                 "metadata": {} if metadata is None else metadata,
                 "experiment_id": experiment_id,
                 "feedback_group_id": feedback_group_id,
-            }
+            },
         )
-        self._check_candidates(event, candidates)
-        self._send(self._feedback_topic, FEEDBACK, request_id, feedback_record(event))
+        self._check_candidates(record, candidates)
+        self._send_encoded(self._feedback_topic, request_id, message)
         return feedback_id
 
     def _remember(self, request_id: str, candidate_ids: frozenset[str]) -> None:
@@ -435,24 +443,24 @@ class PreferenceLogger(EventDelivery):
             if len(known) > self._remember_requests:
                 known.popitem(last=False)
 
-    def _check_candidates(self, event: FeedbackEvent, candidates: Iterable[str] | None) -> None:
+    def _check_candidates(self, record: dict[str, Any], candidates: Iterable[str] | None) -> None:
         """Reject candidate ids the inference does not have, when we know its candidates."""
-        if event.op is FeedbackOp.DELETE:
+        if record["op"] == FeedbackOp.DELETE:
             return
+        request_id = record["request_id"]
         known: frozenset[str] | None
         if candidates is not None:
             known = frozenset(candidates)
         else:
             with self._lock:
-                known = self._known.get(event.request_id)
+                known = self._known.get(request_id)
         if known is None:
             return
-        named = (("chosen_id", event.chosen_id), ("rejected_id", event.rejected_id),
-                 ("candidate_id", event.candidate_id))  # fmt: skip
-        for field, candidate_id in named:
+        for field in ("chosen_id", "rejected_id", "candidate_id"):
+            candidate_id = record.get(field)
             if candidate_id is not None and candidate_id not in known:
-                raise unknown_candidate(field, candidate_id, event.request_id, known)
-        for group in event.ranking or ():
+                raise unknown_candidate(field, candidate_id, request_id, known)
+        for group in record.get("ranking") or ():
             for candidate_id in group:
                 if candidate_id not in known:
-                    raise unknown_candidate("ranking", candidate_id, event.request_id, known)
+                    raise unknown_candidate("ranking", candidate_id, request_id, known)

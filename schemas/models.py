@@ -11,6 +11,7 @@ records (:data:`check_inference_record`, :data:`check_feedback_record`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Self
 
@@ -196,12 +197,18 @@ class FeedbackEvent(_Record):
         return ids
 
 
-check_inference_record = rules.record_check(
-    InferenceEvent, {InferenceEvent: rules.check_inference, Candidate: rules.check_candidate}
-)
+INFERENCE_RULES: dict[type[BaseModel], Callable[[Any], None]] = {
+    InferenceEvent: rules.check_inference, Candidate: rules.check_candidate
+}
+"""The rule each inference model's validator runs, by model: for the checks of plain dicts."""
+
+FEEDBACK_RULES: dict[type[BaseModel], Callable[[Any], None]] = {
+    FeedbackEvent: rules.check_feedback, FeedbackConfig: rules.check_feedback_config
+}
+"""The rule each feedback model's validator runs, by model: for the checks of plain dicts."""
+
+check_inference_record = rules.record_check(InferenceEvent, INFERENCE_RULES)
 """Check a decoded inference record (types already guaranteed by Avro) against the model's constraints and rules."""
 
-check_feedback_record = rules.record_check(
-    FeedbackEvent, {FeedbackEvent: rules.check_feedback, FeedbackConfig: rules.check_feedback_config}
-)
+check_feedback_record = rules.record_check(FeedbackEvent, FEEDBACK_RULES)
 """Check a decoded feedback record (types already guaranteed by Avro) against the model's constraints and rules."""

@@ -125,7 +125,7 @@ def feedback(**fields: Any) -> dict[str, Any]:
         "feedback_id": None, "op": "CREATE", "request_id": None, "timestamp_ms": None, "key": None,
         "kind": None, "outcome": None, "chosen_id": None, "rejected_id": None, "ranking": None,
         "candidate_id": None, "score": None, "value": None, "comment": None, "correction": None,
-        "config": None, "source": None, "metadata": {},
+        "config": None, "source": None, "metadata": {}, "experiment_id": None, "feedback_group_id": None,
     }  # fmt: skip
     return {**base, **fields}
 
