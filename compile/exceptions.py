@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefpair.errors import PrefpairError
+from prefpair.errors import ConfigError, PrefpairError
 
 
 class CompileError(PrefpairError):
     """Base class of dataset compiler errors."""
 
 
-class CompileConfigError(CompileError):
-    """A compile option is malformed (a filter, a split fraction, a format name...)."""
+class CompileConfigError(CompileError, ConfigError):
+    """A compile option is malformed (a filter, a split fraction, a format name...).
+
+    A :class:`~prefpair.errors.ConfigError` too, so one ``except ConfigError`` catches a bad setting
+    of any area; ``field``, ``reason`` and the ``field: reason`` message are ConfigError's.
+    """
 
     def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
+        ConfigError.__init__(self, field, reason)
 
 
 class NoCommittedLogError(CompileError):

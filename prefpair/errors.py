@@ -52,6 +52,15 @@ class StorageError(PrefpairError):
         super().__init__(f"{url}: {reason}")
 
 
+class S3ServerError(PrefpairError):
+    """The local S3 server (:mod:`prefpair.s3server`) could not start: ``reason`` and the end of its log."""
+
+    def __init__(self, reason: str, log_tail: str = "") -> None:
+        self.reason = reason
+        self.log_tail = log_tail
+        super().__init__(f"SeaweedFS S3: {reason}" + (f"\n{log_tail}" if log_tail else ""))
+
+
 def first_problem(exc: pydantic.ValidationError, default: str, *, indices: bool = True) -> tuple[str, str]:
     """The dotted field path and the message of a pydantic error's first problem.
 

@@ -29,6 +29,7 @@ from prefpair.report.stats import (
     z_value,
 )
 from prefpair.schemas import resolution
+from prefpair.storage import S3Options
 
 # Length ratio (longer / shorter) buckets of the stratified length check.
 LENGTH_RATIO_EDGES = (1.0, 1.1, 1.25, 1.5, 2.0, math.inf)
@@ -366,8 +367,9 @@ def agreement(comps: Comparisons) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- 4. health
-def health(data: LogData, config: ReportConfig) -> dict[str, Any]:
-    """Volume by source over time, coverage, latency, orphans, dead letters, compile drops."""
+def health(data: LogData, config: ReportConfig, s3: S3Options | None = None) -> dict[str, Any]:
+    """Volume by source over time, coverage, latency, orphans, dead letters, compile drops (their
+    files read from a path or ``s3://``, reached with ``s3``)."""
     events = data.rows("SELECT op, count(*) AS n FROM feedback_raw GROUP BY op ORDER BY op")
     inferences = int(data.scalar("SELECT count(DISTINCT request_id) FROM inference_raw") or 0)
     covered = int(
@@ -387,8 +389,8 @@ def health(data: LogData, config: ReportConfig) -> dict[str, Any]:
     )
     latency_rows = data.rows("SELECT source_type, created_ms - inference_timestamp_ms AS latency_ms FROM live")
     orphans = data.rows("SELECT reason, count(*) AS n FROM orphans_raw GROUP BY reason ORDER BY n DESC")
-    dead_letters = read_dead_letters(config.dead_letters)
-    drops = read_drop_counts(config.manifest)
+    dead_letters = read_dead_letters(config.dead_letters, s3)
+    drops = read_drop_counts(config.manifest, s3)
     return {
         "feedback_events": {row["op"]: int(row["n"]) for row in events},
         "feedback_live": sum(int(r["feedback"]) for r in live_by_source),

@@ -17,7 +17,7 @@ from prefpair.report.config import ReportConfig
 from prefpair.report.experiments import experiments, read_definitions
 from prefpair.report.load import LogData, load_log
 from prefpair.report.render import PLOT_IDS, render_html
-from prefpair.storage import LocalStorage, Storage
+from prefpair.storage import LocalStorage, S3Options, Storage, location
 
 HTML_NAME = "report.html"
 JSON_NAME = "report.json"
@@ -60,29 +60,34 @@ class Report(Generic[Where]):
 
 
 @overload
-def build_report(log_dir: Path | Storage, out_dir: Path, config: ReportConfig | None = None) -> Report[Path]: ...
-@overload
-def build_report(log_dir: Path | Storage, out_dir: Storage, config: ReportConfig | None = None) -> Report[Storage]: ...
 def build_report(
-    log_dir: Path | Storage, out_dir: Path | Storage, config: ReportConfig | None = None
+    log_dir: Path | Storage, out_dir: Path, config: ReportConfig | None = None, *, s3: S3Options | None = None
+) -> Report[Path]: ...
+@overload
+def build_report(
+    log_dir: Path | Storage, out_dir: Storage, config: ReportConfig | None = None, *, s3: S3Options | None = None
+) -> Report[Storage]: ...
+def build_report(
+    log_dir: Path | Storage, out_dir: Path | Storage, config: ReportConfig | None = None, *, s3: S3Options | None = None
 ) -> Report[Path] | Report[Storage]:
     """Analyse the committed log in ``log_dir`` (or ``config.dataset``, a compiled dataset) and
     write ``report.json`` then ``report.html`` into ``out_dir``, each atomically.
 
     Either may be a folder or object storage (:mod:`prefpair.storage`); on object storage each file
-    is one PUT, so a reader gets the old file or the new one, as the rename gives locally.
+    is one PUT, so a reader gets the old file or the new one, as the rename gives locally. The
+    config's inputs (dataset, manifest, metrics file) may be ``s3://`` too, reached with ``s3``.
     """
     config = config or ReportConfig()
     if config.dataset is not None:
         from prefpair.report.dataset import load_dataset
 
-        data = load_dataset(config.dataset)
+        data = load_dataset(location(config.dataset, s3))
         source = str(config.dataset)
     else:
         data = load_log(log_dir if isinstance(log_dir, Storage) else Path(log_dir))
         source = str(log_dir)
     try:
-        content = compute(data, config)
+        content = compute(data, config, s3)
     finally:
         data.con.close()
     content["inputs"] = {
@@ -98,7 +103,7 @@ def build_report(
     return Report(html_path=Path(out_dir) / HTML_NAME, json_path=Path(out_dir) / JSON_NAME, data=_jsonable(content))
 
 
-def compute(data: LogData, config: ReportConfig) -> dict[str, Any]:
+def compute(data: LogData, config: ReportConfig, s3: S3Options | None = None) -> dict[str, Any]:
     """Every section of the report as one JSON-ready dict."""
     rng = np.random.default_rng(config.seed)
     comps = data.comparisons
@@ -112,7 +117,7 @@ def compute(data: LogData, config: ReportConfig) -> dict[str, Any]:
         "ratings_per_source": None,
         "bias": bias,
         "agreement": analyses.agreement(comps),
-        "health": analyses.health(data, config) if data.kind == "log" else None,
+        "health": analyses.health(data, config, s3) if data.kind == "log" else None,
         "experiments": (
             experiments(data, read_definitions(config.experiments), config.confidence) if data.kind == "log" else []
         ),

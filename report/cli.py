@@ -48,7 +48,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     config = REPORT_FLAGS.load(args)
     options = settings.s3_options()
     log_dir = location(job.log_dir or settings.log_dir, options)
-    report = build_report(log_dir, location(job.out or settings.home / "report", options), config)
+    report = build_report(log_dir, location(job.out or settings.home / "report", options), config, s3=options)
     ratings = report.ratings
     print(f"report: {report.html_path}")
     print(f"data:   {report.json_path}")

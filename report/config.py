@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from prefpair.flags import Flags
+from prefpair.storage import check_location
 
 DEFAULT_BOOTSTRAP_ROUNDS = 200
 DEFAULT_ELO_K = 4.0
@@ -16,12 +19,22 @@ ELO_BASE = 10.0
 ELO_INIT = 1000.0
 
 
+def _path_text(value: Any) -> Any:
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+ReportInput = Annotated[str | Path, BeforeValidator(_path_text), AfterValidator(check_location)]
+"""A file or folder the report reads: a local path (text, or a Path in Python) or ``s3://bucket/key``,
+kept as text (what :func:`prefpair.storage.location` turns into storage)."""
+
+
 class ReportConfig(BaseModel):
     """Options of :func:`~prefpair.report.build_report`.
 
     Optional inputs that only the consumer or the compile job know: ``dead_letters`` (a count,
     or the path of a JSON metrics file holding a ``dead_letters`` number) and ``manifest`` (the
-    ``manifest.json`` of the last compile, whose ``counts.drops`` the report shows).
+    ``manifest.json`` of the last compile, whose ``counts.drops`` the report shows). Each file (and
+    ``dataset``) is a local path or an ``s3://`` location, as the log is.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -43,15 +56,18 @@ class ReportConfig(BaseModel):
         default=0.01, ge=0, description="L2 penalty on Bradley-Terry strengths: keeps undefeated models finite."
     )
     time_buckets: int = Field(default=24, ge=2, le=500, description="Points of the over-time plots.")
-    dead_letters: int | Path | None = Field(
+    dead_letters: int | ReportInput | None = Field(
         default=None,
-        description="Dead-letter count, or the consumer's JSON metrics file holding one.",
+        union_mode="left_to_right",  # "6" is a count, anything else a file
+        description="Dead-letter count, or the consumer's JSON metrics file holding one (a path or s3://).",
         json_schema_extra={"metavar": "N|FILE"},
     )
-    manifest: Path | None = Field(default=None, description="manifest.json of the last compile: shows its drop counts.")
-    dataset: Path | None = Field(
+    manifest: ReportInput | None = Field(
+        default=None, description="manifest.json of the last compile (a path or s3://): shows its drop counts."
+    )
+    dataset: ReportInput | None = Field(
         default=None,
-        description="Report over a compiled dataset instead of the log.",
+        description="Report over a compiled dataset (a folder or s3://) instead of the log.",
         json_schema_extra={"metavar": "DIR"},
     )
     experiments: Path | None = Field(

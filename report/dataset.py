@@ -21,8 +21,11 @@ import numpy as np
 
 from prefpair.report.exceptions import EmptyLogError, ReportInputError
 from prefpair.report.load import Comparisons, LogData, create_empty_log_tables
+from prefpair.storage import LocalStorage, Storage, read_all
 
 ANSWER_COLUMNS = (("chosen", "rejected"), ("preferred_output", "non_preferred_output"))
+PUBLISHED_POINTERS = "published/"
+"""Where a compile to object storage keeps the pointers to the datasets it published (beside ``data/``)."""
 
 
 def _length(value: Any) -> float:
@@ -50,26 +53,33 @@ def _prompt_key(prompt: Any) -> str | None:
     return "prompt:" + (prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True))
 
 
-def load_dataset(dataset_dir: Path) -> LogData:
-    """Comparisons from every ``*.jsonl`` file under ``dataset_dir``."""
-    files = sorted(dataset_dir.rglob("*.jsonl")) if dataset_dir.is_dir() else []
+def load_dataset(dataset_dir: Path | Storage) -> LogData:
+    """Comparisons from every ``*.jsonl`` file under ``dataset_dir`` (a folder or object storage)."""
+    folder = dataset_dir if isinstance(dataset_dir, Storage) else LocalStorage(dataset_dir)
+    where = folder.path if isinstance(folder, LocalStorage) else folder.url
+    names = folder.list_files()
+    if any(name.startswith(PUBLISHED_POINTERS) for name in names):
+        raise ReportInputError(
+            "dataset", f"{folder.url} holds the datasets a compile published: give the one to report on "
+            "(the `dataset` line `prefpair compile` printed, .../data/<n>-<id>)"
+        )  # fmt: skip
+    files = [folder / name for name in sorted(names, key=lambda name: name.split("/")) if name.endswith(".jsonl")]
     if not files:
-        raise EmptyLogError(dataset_dir, "no *.jsonl files (is this a folder written by `prefpair compile`?)")
+        raise EmptyLogError(where, "no *.jsonl files (is this a folder written by `prefpair compile`?)")
     rows: list[dict[str, Any]] = []
-    for path in files:
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ReportInputError("dataset", f"{path}:{number} is not JSON: {exc.msg}") from None
-                if row.get("chosen_model") and row.get("rejected_model"):
-                    rows.append(row)
+    for file, content in zip(files, read_all(files), strict=True):
+        for number, line in enumerate(content.decode("utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ReportInputError("dataset", f"{file.url}:{number} is not JSON: {exc.msg}") from None
+            if row.get("chosen_model") and row.get("rejected_model"):
+                rows.append(row)
     if not rows:
         raise ReportInputError(
-            "dataset", f"no line in {dataset_dir} names chosen_model and rejected_model: compile with provenance"
+            "dataset", f"no line in {folder.url} names chosen_model and rejected_model: compile with provenance"
         )
     n = len(rows)
     chosen_len = np.full(n, np.nan)

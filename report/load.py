@@ -22,6 +22,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from prefpair.errors import StorageError
 from prefpair.report.exceptions import EmptyLogError, ReportInputError
 from prefpair.schemas import resolution
 from prefpair.schemas.log import (
@@ -32,7 +33,7 @@ from prefpair.schemas.log import (
     table_files,
     with_added_columns,
 )
-from prefpair.storage import LocalStorage, Storage
+from prefpair.storage import LocalStorage, S3Options, Storage, location
 
 # The judgment fields the report reads, merged by resolution.
 _JUDGMENT_COLUMNS = tuple(name for name in resolution.PATCHABLE if name != "feedback_metadata")
@@ -265,12 +266,12 @@ def load_log(log_dir: Path | Storage) -> LogData:
     return LogData(con=con, comparisons=comparisons, files={t: len(f) for t, f in files.items()})
 
 
-def read_dead_letters(value: int | Path | None) -> int | None:
-    """A dead-letter count given as a number, or read from a JSON metrics file (the first
-    ``dead_letters`` / ``dead_letter_count`` number found, at any depth)."""
+def read_dead_letters(value: int | str | Path | None, s3: S3Options | None = None) -> int | None:
+    """A dead-letter count given as a number, or read from a JSON metrics file (a path or ``s3://``,
+    reached with ``s3``): the first ``dead_letters`` / ``dead_letter_count`` number found, at any depth."""
     if value is None or isinstance(value, int):
         return value
-    data = _read_json(value, "dead_letters")
+    data = _read_json(value, "dead_letters", s3)
 
     def find(node: Any) -> int | None:
         if isinstance(node, dict):
@@ -289,11 +290,11 @@ def read_dead_letters(value: int | Path | None) -> int | None:
     return count
 
 
-def read_drop_counts(manifest: Path | None) -> dict[str, int] | None:
-    """The drop counts (``counts.drops``) of a compile manifest, or None when there is none."""
+def read_drop_counts(manifest: str | Path | None, s3: S3Options | None = None) -> dict[str, int] | None:
+    """The drop counts (``counts.drops``) of a compile manifest (a path or ``s3://``), or None when there is none."""
     if manifest is None:
         return None
-    data = _read_json(manifest, "manifest")
+    data = _read_json(manifest, "manifest", s3)
     counts = data.get("counts") if isinstance(data, dict) else None
     drops = counts.get("drops") if isinstance(counts, dict) else None
     if not isinstance(drops, dict):
@@ -301,10 +302,12 @@ def read_drop_counts(manifest: Path | None) -> dict[str, int] | None:
     return {str(k): int(v) for k, v in drops.items() if isinstance(v, int | float)}
 
 
-def _read_json(path: Path, field: str) -> Any:
+def _read_json(path: str | Path, field: str, s3: S3Options | None) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(location(path, s3).read_text())
     except OSError as exc:
-        raise ReportInputError(field, f"cannot read {path}: {exc.strerror}") from None
+        raise ReportInputError(field, f"cannot read {path}: {exc.strerror or exc}") from None
+    except StorageError as exc:
+        raise ReportInputError(field, f"cannot read {path}: {exc.reason}") from None
     except json.JSONDecodeError as exc:
         raise ReportInputError(field, f"{path} is not JSON: {exc.msg} at line {exc.lineno}") from None

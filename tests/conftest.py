@@ -12,7 +12,8 @@ the session fails loudly, naming what is missing.
 
 ``s3_endpoint`` is a real S3 server the same way: ``PREFPAIR_TEST_S3_ENDPOINT`` (with
 ``PREFPAIR_TEST_S3_ACCESS_KEY_ID`` / ``..._SECRET_ACCESS_KEY``) if set, else SeaweedFS started by the
-session (:mod:`s3_support`), with real signature checks; it fails loudly when it cannot start.
+session (:mod:`prefpair.s3server`, through :mod:`s3_support`), with real signature checks; it fails
+loudly when it cannot start.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from s3_support import S3Endpoint, SeaweedS3, configured_endpoint
+from s3_support import S3Endpoint, configured_endpoint, session_server
 
 from prefpair.broker import LocalBroker, default_cache_dir
 from prefpair.config import Settings
@@ -99,7 +100,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint
             fs.mkdir(configured.bucket)
         yield configured
         return
-    server = SeaweedS3(tmp_path_factory.mktemp("session-s3"))
+    server = session_server(tmp_path_factory.mktemp("session-s3"))
     try:
         yield server.start()
     finally:

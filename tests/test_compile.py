@@ -392,6 +392,18 @@ def test_margin_scale_is_validated() -> None:
         assert caught.value.field == "margin_scale"
 
 
+def test_a_compile_config_error_is_a_config_error_with_its_field_and_reason() -> None:
+    from prefpair.compile import CompileConfigError, CompileError
+    from prefpair.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        CompileConfig.parse({"margin_scale": -1.0})
+    error = caught.value
+    assert isinstance(error, CompileConfigError) and isinstance(error, CompileError)
+    assert error.field == "margin_scale" and error.reason and error.source is None
+    assert str(error) == f"margin_scale: {error.reason}"
+
+
 # --------------------------------------------------------------------------- openai: its own keys only
 def test_openai_lines_have_exactly_the_documented_keys_and_the_rest_goes_to_a_meta_file(
     log: LogBuilder, tmp_path: Path

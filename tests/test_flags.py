@@ -221,9 +221,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("ReportConfig", "bt_prior"): case(("--bt-prior", "0.1"), "0.1", 0.1),
     ("ReportConfig", "time_buckets"): case(("--time-buckets", "12"), "12", 12),
     ("ReportConfig", "dead_letters"): case(("--dead-letters", "6"), "metrics.json", None),  # see _expected
-    ("ReportConfig", "manifest"): case(("--manifest", "/m.json"), "/m.json", Path("/m.json")),
+    ("ReportConfig", "manifest"): case(("--manifest", "s3://b/m.json"), "s3://b/m.json", "s3://b/m.json"),
     ("ReportConfig", "experiments"): case(("--experiments", "/e.json"), "/e.json", Path("/e.json")),
-    ("ReportConfig", "dataset"): case(("--dataset", "/d"), "/d", Path("/d")),
+    ("ReportConfig", "dataset"): case(("--dataset", "/d"), "/d", "/d"),
     ("ReportConfig", "title"): case(("--title", "T"), "T", "T"),
     ("ReportJob", "log_dir"): case(("--log-dir", "/l"), "/l", "/l"),
     ("ReportJob", "out"): case(("--out", "s3://b/o"), "s3://b/o", "s3://b/o"),
@@ -271,7 +271,7 @@ CASES: dict[tuple[str, str], Case] = {
 
 def _expected(key: tuple[str, str], source: str) -> Any:
     if key == ("ReportConfig", "dead_letters"):  # a count, or a metrics file holding one
-        return 6 if source == "flag" else Path("metrics.json")
+        return 6 if source == "flag" else "metrics.json"
     if key == ("JudgeConfig", "kind"):  # choices match ignoring case, from either side
         return "ranking" if source == "flag" else "score"
     return CASES[key].expected

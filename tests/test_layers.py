@@ -109,6 +109,18 @@ def test_no_module_imports_upwards_or_sideways() -> None:
     assert used == SAME_LAYER_ALLOWED, f"allowances no longer needed: {SAME_LAYER_ALLOWED - used}"
 
 
+def test_no_shipped_or_benchmark_code_imports_a_test_module() -> None:
+    """Only tests import tests/ helpers: what the benchmarks share with them lives in the package."""
+    test_modules = {path.stem for path in (ROOT / "tests").glob("*.py")}
+    sources = [*(path for _, path in _modules()), *sorted((ROOT / "bench").rglob("*.py"))]
+    problems = []
+    for path in sources:
+        for target in _imports(path.stem, path):
+            if target.split(".")[0] in test_modules | {"tests"}:
+                problems.append(f"{path.relative_to(ROOT)} imports {target}")
+    assert problems == [], "\n".join(sorted(set(problems)))
+
+
 def test_the_check_sees_a_violation(tmp_path: Path) -> None:
     """The walker resolves absolute, relative and function-level imports (so the test above can fail)."""
     source = tmp_path / "flags.py"

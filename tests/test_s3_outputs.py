@@ -14,7 +14,7 @@ from s3_support import S3Endpoint
 from prefpair.compile import CompileConfig, OutputDirError, compile_dataset
 from prefpair.compile import output as compile_output
 from prefpair.compile.exceptions import PublishConflictError
-from prefpair.report import ReportConfig, build_report
+from prefpair.report import ReportConfig, ReportInputError, build_report
 from prefpair.simulate import LogBuilder
 from prefpair.storage import S3Storage, Storage
 
@@ -255,3 +255,47 @@ def test_a_report_written_to_s3_holds_the_local_numbers(tmp_path: Path, s3_root:
     without_time = [{k: v for k, v in json.loads(text).items() if k != "generated_at"}
                     for text in (local.json_path.read_text(), stored.json_path.read_text())]  # fmt: skip
     assert without_time[0] == without_time[1]
+
+
+def test_the_report_reads_its_dataset_manifest_and_metrics_file_from_s3(
+    tmp_path: Path, s3_root: S3Storage, s3_endpoint: S3Endpoint, run_cli: Any
+) -> None:
+    log_dir = tmp_path / "log"
+    build_log(log_dir, 0, 40)
+    compiled = compile_dataset(log_dir, s3_root / "prefs", CONFIG)
+    assert isinstance(compiled.manifest, S3Storage)
+    drops = json.loads(compiled.manifest.read_bytes())["counts"]["drops"]
+    (s3_root / "metrics.json").write_text(json.dumps({"consumer": {"dead_letters": 5}}))
+    env: dict[str, str | None] = {  # prefpair's own S3 settings: the inputs are read with them, as the log is
+        "PREFPAIR_S3_ENDPOINT_URL": s3_endpoint.url, "PREFPAIR_S3_ACCESS_KEY_ID": s3_endpoint.access_key_id,
+        "PREFPAIR_S3_SECRET_ACCESS_KEY": s3_endpoint.secret_access_key, "AWS_REGION": "us-east-1",
+    }  # fmt: skip
+    done = run_cli("report", "--log-dir", str(log_dir), "--out", str(tmp_path / "report"), "--bootstrap-rounds", "0",
+                   "--manifest", compiled.manifest.url, "--dead-letters", f"{s3_root.url}/metrics.json",
+                   env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    health = json.loads((tmp_path / "report" / "report.json").read_text())["health"]
+    assert health["dead_letters"] == 5 and health["compile_drop_counts"] == drops and drops
+
+    done = run_cli("report", "--dataset", compiled.out_dir.url, "--out", str(tmp_path / "from-s3"),
+                   "--bootstrap-rounds", "0", env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    local_dataset = tmp_path / "dataset"
+    for relative in compiled.out_dir.list_files():
+        (local_dataset / relative).parent.mkdir(parents=True, exist_ok=True)
+        (local_dataset / relative).write_bytes((compiled.out_dir / relative).read_bytes())
+    local = build_report(
+        tmp_path / "nowhere", tmp_path / "local", ReportConfig(bootstrap_rounds=0, dataset=local_dataset)
+    )
+    from_s3 = json.loads((tmp_path / "from-s3" / "report.json").read_text())
+    assert from_s3["inputs"]["source"] == compiled.out_dir.url and from_s3["ratings"]["comparisons"] > 0
+    assert from_s3["ratings"] == local.ratings and from_s3["inputs"]["files"] == local.data["inputs"]["files"]
+
+    with pytest.raises(ReportInputError, match="give the one to report on") as refused:  # which of the kept ones?
+        build_report(log_dir, tmp_path / "no", ReportConfig(dataset=f"{s3_root.url}/prefs"), s3=s3_endpoint.options)
+    assert refused.value.field == "dataset"
+    with pytest.raises(ReportInputError, match="cannot read s3://") as unreadable:
+        build_report(
+            log_dir, tmp_path / "no", ReportConfig(manifest=f"{s3_root.url}/none.json"), s3=s3_endpoint.options
+        )
+    assert unreadable.value.field == "manifest" and not (tmp_path / "no").exists()

@@ -175,6 +175,19 @@ def test_a_failing_run_never_shows_the_secret(s3_endpoint: S3Endpoint, run_cli: 
         assert s3_endpoint.secret_access_key not in done.stderr + done.stdout
 
 
+def test_the_s3_client_libraries_say_only_warnings_unless_the_log_level_is_debug(
+    s3_endpoint: S3Endpoint, run_cli: Any
+) -> None:
+    """botocore's INFO "Found credentials in environment variables." is not a line of prefpair's log."""
+    base = f"s3://{s3_endpoint.bucket}/no-log-here"
+    args = ("compile", "--log-dir", base, "--out", f"{base}-out")
+    quiet = run_cli(*args, "--log-level", "INFO", env={**s3_endpoint.environment()})
+    assert quiet.returncode == 2 and "no committed log segments" in quiet.stderr, quiet.stderr
+    assert "Found credentials" not in quiet.stderr and "botocore" not in quiet.stderr, quiet.stderr
+    loud = run_cli(*args, "--log-level", "DEBUG", env={**s3_endpoint.environment()})
+    assert loud.returncode == 2 and "Found credentials in environment variables" in loud.stderr, loud.stderr[-2000:]
+
+
 # --------------------------------------------------------------------------- docker compose
 def test_docker_compose_compiles_into_its_s3_service() -> None:
     """The compose file (not run here: no Docker engine) parses, its compile command is a valid
