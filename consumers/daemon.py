@@ -11,7 +11,6 @@ newest segment says, not from the group's committed offsets: the files are the t
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import threading
@@ -27,6 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from prefpair.config import Settings
 from prefpair.consumers.alignment import FEEDBACK, INFERENCE, AlignedPartition
+from prefpair.consumers.collector import PeriodicCollection, manual_collection
 from prefpair.consumers.config import ConsumerConfig
 from prefpair.consumers.dead_letters import DeadLetterSink
 from prefpair.consumers.exceptions import ConsumerError, LogWriteError, SegmentCommitError
@@ -55,6 +55,13 @@ from prefpair.schemas.wire import Codec, codec_for
 from prefpair.storage import Storage, is_url, location
 
 log = logging.getLogger(__name__)
+
+
+def warm_up_arrow() -> None:
+    """Pay pyarrow's lazy start-up before the first message: its first conversion of Python rows
+    imports pandas (when installed) to check for pandas objects, about half a second of CPU that
+    would otherwise stall the first flush."""
+    pa.array([{"warm": 1}])
 
 
 def log_storage(settings: Settings, config: ConsumerConfig) -> Path | Storage:
@@ -94,8 +101,10 @@ class ConsumerDaemon:
         self._retired = {"hot": 0, "waited": 0, "duplicates": 0, "enforced": 0}  # of partitions no longer ours
         self._first_message_at: float | None = None
         self._first_message_cpu = 0.0
+        self._busy_marked = (0, 0)
         self._last_group_check = 0.0
         self._partitions = 0
+        self._collection = PeriodicCollection()
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -155,10 +164,11 @@ class ConsumerDaemon:
             "consuming %s and %s as group %s into %s",
             settings.inference_topic, settings.feedback_topic, config.group_id, self.log_dir,
         )  # fmt: skip
+        warm_up_arrow()
         started = last_progress = time.monotonic()
         last_counts = (0, 0)
         try:
-            with self._signals():
+            with self._signals(), manual_collection():
                 while not self._stop.is_set():
                     batch = consumer.consume(config.batch_size, timeout=0.1)
                     if batch and self._first_message_at is None:
@@ -171,6 +181,7 @@ class ConsumerDaemon:
                         self._settle("due")
                     self._flush_due()
                     now = time.monotonic()
+                    self._collection.tick(now)
                     if now - last_progress >= config.progress_interval_s:
                         last_counts = self._progress(now - last_progress, last_counts)
                         last_progress = now
@@ -209,7 +220,6 @@ class ConsumerDaemon:
             ("leave the consumer group", lambda: consumer.close() if consumer else None),
             ("close the dead-letter producer", lambda: dead_letters.close() if dead_letters else None),
             ("close the landed-log reader", self._landed.close),
-            ("unfreeze the garbage collector", gc.unfreeze),  # let what this run froze be collected again
         ]
         for what, step in steps:
             try:
@@ -334,7 +344,12 @@ class ConsumerDaemon:
         if self._writer.busy or not all(j.pending_count == 0 and not j.has_changes() for j in self._joins.values()):
             return False
         now = time.monotonic()
-        if self._first_message_at is not None:  # our share is done: throughput is measured to here
+        done = (self.stats.consumed, self.stats.segments)
+        if self._first_message_at is not None and done != self._busy_marked:
+            # Our share is done: throughput is measured to here. Only progress moves the mark:
+            # waiting for the rest of the group (and the rebalance when a finished member leaves,
+            # which hands us partitions already at their end) is not work on messages.
+            self._busy_marked = done
             self._busy_until_now()
         if now - self._last_group_check < 1.0:
             return False
@@ -435,9 +450,6 @@ class ConsumerDaemon:
         if sealed:
             self._writer.submit(sealed)
         self._sync_join_counters()
-        # The hot state is millions of long-lived objects; without this the cyclic GC rescans
-        # them over and over (about a fifth of the daemon's time). Freed ones still go by refcount.
-        gc.freeze()
 
     def _settle(self, reason: str) -> None:
         """Wait for the segments in flight; count them and commit their offsets to Kafka."""

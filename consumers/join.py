@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,7 +76,9 @@ class HotState:
     def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = budget_bytes
         self.used_bytes = 0
-        self._rows: dict[str, tuple[int, dict[str, Any], int]] = {}
+        # Insertion-ordered with O(1) removal of the oldest: a dict's next(iter()) rescans the
+        # slots of every entry removed from its front, which made eviction cost grow with the budget.
+        self._rows: OrderedDict[str, tuple[int, dict[str, Any], int]] = OrderedDict()
         self.evicted_from: set[int] = set()
         self.evictions = 0
 
@@ -94,8 +96,7 @@ class HotState:
         self._rows[request_id] = (partition, row, size)
         self.used_bytes += size
         while self.used_bytes > self.budget_bytes and self._rows:
-            oldest = next(iter(self._rows))
-            part, _, freed = self._rows.pop(oldest)
+            _, (part, _, freed) = self._rows.popitem(last=False)
             self.used_bytes -= freed
             self.evicted_from.add(part)
             self.evictions += 1
@@ -111,7 +112,7 @@ class BoundedIds:
 
     def __init__(self, cap: int, initial: Iterable[str] = ()) -> None:
         self.cap = cap
-        self._ids: dict[str, None] = {}
+        self._ids: OrderedDict[str, None] = OrderedDict()  # popitem(last=False): O(1), see HotState
         for item in initial:
             self.add(item)
 
@@ -123,7 +124,7 @@ class BoundedIds:
             return
         self._ids[item] = None
         if len(self._ids) > self.cap:
-            del self._ids[next(iter(self._ids))]
+            self._ids.popitem(last=False)
 
 
 @dataclass
