@@ -1,4 +1,4 @@
-"""Pydantic models mirroring ``inference.avsc`` and ``feedback.avsc`` field for field.
+"""Pydantic models mirroring ``inference.avsc``, ``feedback.avsc`` and ``signal.avsc`` field for field.
 
 The ``.avsc`` files are the source of truth; ``tests/test_schemas.py`` fails if a model and
 its schema differ in a field name, order, type or nullability. The models add the checks
@@ -120,6 +120,7 @@ class InferenceEvent(_Record):
     environment: str | None = None
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, str] = Field(default_factory=dict)
+    parent_request_id: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -194,6 +195,31 @@ class FeedbackEvent(_Record):
         return ids
 
 
+# --------------------------------------------------------------------------- signals
+SIGNAL_KINDS = rules.SIGNAL_KINDS
+
+
+class SignalEvent(_Record):
+    """An implicit signal (``signal.avsc``): what the user did with an output; ``kind`` is one of
+    :data:`SIGNAL_KINDS`, checked by :func:`prefpair.schemas.rules.check_signal`."""
+
+    signal_id: str = Field(min_length=1)
+    request_id: str = Field(min_length=1)
+    timestamp_ms: int = Field(ge=0)
+    kind: str = Field(min_length=1)
+    candidate_id: str | None = None
+    value: float | None = None
+    text: str | None = None
+    dwell_ms: int | None = None
+    source: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        rules.check_signal(self)
+        return self
+
+
 check_inference_record = rules.record_check(
     InferenceEvent, {InferenceEvent: rules.check_inference, Candidate: rules.check_candidate}
 )
@@ -203,3 +229,6 @@ check_feedback_record = rules.record_check(
     FeedbackEvent, {FeedbackEvent: rules.check_feedback, FeedbackConfig: rules.check_feedback_config}
 )
 """Check a decoded feedback record (types already guaranteed by Avro) against the model's constraints and rules."""
+
+check_signal_record = rules.record_check(SignalEvent, {SignalEvent: rules.check_signal})
+"""Check a decoded signal record against the model's constraints and the signal rules."""

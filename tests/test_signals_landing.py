@@ -1,0 +1,89 @@
+"""Implicit signals through the real path: the SDK and ``POST /v1/signals`` on the real broker, the
+consumer daemon, and each signal landed exactly once in the ``signals`` table of the log.
+
+Signals share the feedback topic (keyed by request id) and need no join: a signal sent before its
+inference lands at once; a producer retry (same signal id) lands once; a second consumer run that
+resumes from the segments lands only what is new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import duckdb
+import pytest
+from service_support import serve
+
+from prefpair.config import Settings
+from prefpair.consumers import ConsumerConfig, ConsumerDaemon
+from prefpair.producers import PreferenceLogger
+from prefpair.schemas import ValidationError
+from prefpair.schemas.log import table_files
+
+CANDIDATES = [
+    {"candidate_id": "a", "text": "first answer", "model_name": "m1"},
+    {"candidate_id": "b", "text": "second answer", "model_name": "m2"},
+]
+
+
+def signal_rows(settings: Settings) -> list[tuple[str, str, str, str | None, str | None]]:
+    files = [str(f) for f in table_files(settings.log_dir, "signals")]
+    if not files:
+        return []
+    return duckdb.sql(
+        f"SELECT signal_id, request_id, kind, candidate_id, text FROM read_parquet({files}) ORDER BY signal_id"
+    ).fetchall()
+
+
+def test_signals_from_the_sdk_and_the_service_land_exactly_once(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(partitions=2)
+    with PreferenceLogger(settings) as log:
+        # a signal before its inference: it needs no join, so nothing waits for it
+        log.log_signal("req-1", "dwell", dwell_ms=4200, signal_id="s-early", timestamp_ms=1_000)
+        log.log_inference(prompt="Q?", candidates=CANDIDATES, request_id="req-1", timestamp_ms=2_000)
+        log.log_signal("req-1", "copy", candidate="b", signal_id="s-copy")
+        log.log_signal("req-1", "copy", candidate="b", signal_id="s-copy")  # a retry: same signal id
+        log.log_inference(prompt="Q?", candidates=CANDIDATES, request_id="req-2", parent_request_id="req-1")
+        log.log_signal("req-2", "edit", candidate="a", text="my better answer", signal_id="s-edit")
+        with pytest.raises(ValidationError) as unknown:
+            log.log_signal("req-2", "copy", candidate="zz")
+        assert unknown.value.field == "candidate_id"
+        with pytest.raises(ValidationError) as no_text:
+            log.log_signal("req-2", "edit", candidate="a")
+        assert no_text.value.field == "text"
+        with pytest.raises(ValidationError) as bad_kind:
+            log.log_signal("req-2", "smile")
+        assert bad_kind.value.field == "kind"
+    config = ConsumerConfig(group_id="signals", grace_ms=60_000, flush_interval_ms=100)
+    stats = ConsumerDaemon(settings, config).run(until_caught_up=True)
+    assert (stats.signal_events, stats.duplicates, stats.dead_letters, stats.joined) == (4, 1, 0, 0)
+    assert signal_rows(settings) == [
+        ("s-copy", "req-1", "copy", "b", None),
+        ("s-early", "req-1", "dwell", None, None),
+        ("s-edit", "req-2", "edit", "a", "my better answer"),
+    ]
+
+    with serve(settings) as served:
+        accepted = served.client.post(
+            "/v1/signals", json={"id": "s-http", "request_id": "req-2", "kind": "select", "candidate_id": "b"}
+        )
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["id"] == "s-http" and accepted.json()["topic"] == settings.feedback_topic
+        again = served.client.post(
+            "/v1/signals", json={"id": "s-http", "request_id": "req-2", "kind": "select", "candidate_id": "b"}
+        )
+        assert again.status_code == 202 and again.json()["offset"] == accepted.json()["offset"]  # not sent twice
+        refused = served.client.post("/v1/signals", json={"request_id": "req-2", "kind": "copy"})
+        assert refused.status_code == 422 and "candidate_id" in refused.text
+        assert "/v1/signals" in served.client.get("/openapi.json").json()["paths"]
+
+    # A second run resumes from the segments: only the new signal lands.
+    stats = ConsumerDaemon(settings, config).run(until_caught_up=True)
+    assert stats.signal_events == 1
+    rows = signal_rows(settings)
+    assert [r[0] for r in rows] == ["s-copy", "s-early", "s-edit", "s-http"]
+    inference = duckdb.sql(
+        f"SELECT request_id, parent_request_id FROM read_parquet({[str(f) for f in table_files(settings.log_dir, 'inference')]}) "  # noqa: E501
+        "ORDER BY request_id"
+    ).fetchall()
+    assert inference == [("req-1", None), ("req-2", "req-1")]
