@@ -241,6 +241,17 @@ class CompileConfig(_Frozen):
         "and joins chat turns by a blank line, without roles; `fold` writes the system prompt and every turn as "
         "'Role: content' blocks separated by a blank line, ending with an 'Assistant:' block",
     )
+    implicit: Literal["include", "exclude", "only"] = Field(
+        default="include",
+        description="pairs from implicit signals (copy, edit, regenerate, dwell, ...; source type IMPLICIT:<rule>): "
+        "`include` mixes them with explicit judgments, `exclude` leaves them out, `only` keeps nothing else",
+    )
+    implicit_rules: str | None = Field(
+        default=None,
+        description="a TOML file of the rules that turn signals into pairs, each with its confidence (the pair's "
+        "margin); default: the shipped prefpair/compile/implicit_rules.toml",
+        json_schema_extra={"metavar": "FILE"},
+    )
     card: CardConfig = Field(default_factory=CardConfig)
     incremental: bool = Field(
         default=False, description="emit only pairs not emitted by earlier runs, into a new version dir"

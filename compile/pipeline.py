@@ -9,6 +9,7 @@ Stages, in order (each keeps its rows in a temp table; drops are rows with a ``r
    when its latest CREATE comes after its latest DELETE; its fields are the latest CREATE's,
    overlaid by the non-null fields of each later UPDATE (a null keeps the earlier value).
    Deleted ones and UPDATEs without a CREATE are drops.
+   Implicit signals become judgments here too (:mod:`~prefpair.compile.implicit`, by its rules).
 3. **context**: one wide read of the rows that carry each request's inference (prompt, system
    prompt, messages, candidates...); feedback whose inference never landed is joined to the
    inference table when it arrived later, else dropped as ``no_inference``.
@@ -44,7 +45,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prefpair.compile import derivation, filters, resolution, sampling, unpaired
+from prefpair.compile import derivation, filters, implicit, resolution, sampling, unpaired
 from prefpair.compile.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ DROP_REASONS = (
     "no_inference",
     "filtered_time",
     "filtered_source_type",
+    "explicit_left_out",
     "filtered_key",
     "filtered_environment",
     "filtered_user",
@@ -85,12 +87,15 @@ class Pipeline(Workspace):
             resolution.events(self)
         with self._stage("resolution"):
             resolution.resolve(self)
+        with self._stage("implicit"):
+            implicit.add_judgments(self)
         with self._stage("context"):
             resolution.context(self)
         with self._stage("filters"):
             filters.filter_judgments(self)
         with self._stage("derivation"):
             derivation.derive(self)
+            implicit.weigh(self)
         with self._stage("validation"):
             derivation.validate(self)
         with self._stage("cleaning"):
@@ -99,6 +104,7 @@ class Pipeline(Workspace):
             sampling.sample(self)
         with self._stage("selection"):
             sampling.select(self)
+            implicit.finish(self)
         if "trl_unpaired" in self.config.formats:
             with self._stage("unpaired"):
                 unpaired.unpaired(self)

@@ -155,6 +155,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("CompileConfig", "spark_master"): case(("--spark-master", "spark://h:7077"), "spark://h:7077", "spark://h:7077"),
     ("CompileConfig", "margin_scale"): case(("--margin-scale", "0.5"), "0.5", 0.5),
     ("CompileConfig", "text_prompt"): case(("--text-prompt", "FOLD"), "fold", "fold"),
+    ("CompileConfig", "implicit"): case(("--implicit", "ONLY"), "only", "only"),
+    ("CompileConfig", "implicit_rules"): case(("--implicit-rules", "/r.toml"), "/r.toml", "/r.toml"),
     ("CompileConfig", "card.pretty_name"): case(("--pretty-name", "My pairs"), "My pairs", "My pairs"),
     ("CompileConfig", "card.license"): case(("--license", "MIT"), "mit", "mit"),
     ("CompileConfig", "card.license_name"): case(

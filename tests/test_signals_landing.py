@@ -8,12 +8,15 @@ resumes from the segments lands only what is new.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import duckdb
 import pytest
 from service_support import serve
 
+from prefpair.compile import CompileConfig, compile_dataset
 from prefpair.config import Settings
 from prefpair.consumers import ConsumerConfig, ConsumerDaemon
 from prefpair.producers import PreferenceLogger
@@ -35,7 +38,9 @@ def signal_rows(settings: Settings) -> list[tuple[str, str, str, str | None, str
     ).fetchall()
 
 
-def test_signals_from_the_sdk_and_the_service_land_exactly_once(make_settings: Callable[..., Settings]) -> None:
+def test_signals_from_the_sdk_and_the_service_land_exactly_once(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
     settings = make_settings(partitions=2)
     with PreferenceLogger(settings) as log:
         # a signal before its inference: it needs no join, so nothing waits for it
@@ -87,3 +92,11 @@ def test_signals_from_the_sdk_and_the_service_land_exactly_once(make_settings: C
         "ORDER BY request_id"
     ).fetchall()
     assert inference == [("req-1", None), ("req-2", "req-1")]
+
+    # compile joins them: the copied "b" beats "a" on req-1; the edit on req-2 beats its "a"
+    out = tmp_path / "dataset"
+    result = compile_dataset(settings.log_dir, out, CompileConfig(splits={"train": 1.0}, formats=("trl",)))
+    lines = [json.loads(line) for line in (out / "trl" / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted((r["chosen"], r["rejected"]) for r in lines) == [
+        ("my better answer", "first answer"), ("second answer", "first answer")]  # fmt: skip
+    assert result.pairs_total == 2
