@@ -12,7 +12,7 @@ import pytest
 
 from prefpair.compile import CompileConfig, CompileResult, compile_dataset
 from prefpair.compile.exceptions import CompileConfigError
-from prefpair.compile.implicit import load_rules
+from prefpair.compile.implicit import rules_of as load_rules
 from prefpair.simulate import LogBuilder
 
 Pair = tuple[str, str, str, str, float]
@@ -172,5 +172,5 @@ def test_a_bad_rules_file_names_the_field(tmp_path: Path, text: str, field: str,
 
 
 def test_the_shipped_rules_load() -> None:
-    names = [rule.name for rule in load_rules().rules]
+    names = [rule.name for rule in load_rules(None).rules]
     assert names == ["regenerate", "edit", "copy", "select", "conversion", "dwell"]
