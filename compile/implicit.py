@@ -70,7 +70,8 @@ def add_judgments(ws: Workspace) -> None:
                request_id, judged_at_ms, {sql_string(KEY_PREFIX)} || rule AS key,
                CASE WHEN correction IS NULL THEN 'PAIRWISE' END AS kind,
                CASE WHEN correction IS NULL THEN 'PREFERRED' END AS outcome,
-               chosen_id, CASE WHEN correction IS NULL THEN rejected_id END AS rejected_id,
+               CASE WHEN correction IS NULL THEN chosen_id END AS chosen_id,
+               CASE WHEN correction IS NULL THEN rejected_id END AS rejected_id,
                CASE WHEN correction IS NOT NULL THEN rejected_id END AS candidate_id, correction,
                {{'type': {sql_string(SOURCE_PREFIX)} || rule, 'source_id': source_id, 'model': NULL::VARCHAR,
                  'model_version': NULL::VARCHAR, 'run_id': NULL::VARCHAR}} AS source

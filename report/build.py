@@ -14,6 +14,7 @@ from typing_extensions import TypeVar
 
 from prefpair.report import analyses
 from prefpair.report.config import ReportConfig
+from prefpair.report.implicit import rule_agreement
 from prefpair.report.load import LogData, load_log
 from prefpair.report.render import PLOT_IDS, render_html
 from prefpair.storage import LocalStorage, Storage
@@ -107,6 +108,7 @@ def compute(data: LogData, config: ReportConfig) -> dict[str, Any]:
         "bias": bias,
         "agreement": analyses.agreement(comps),
         "health": analyses.health(data, config) if data.kind == "log" else None,
+        "implicit_rules": rule_agreement(data, config) if data.kind == "log" else None,
     }
     if config.per_source:
         content["ratings_per_source"] = {

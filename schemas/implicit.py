@@ -7,9 +7,10 @@ same requests. :data:`DEFAULT_RULES_FILE` beside this module ships the defaults.
 The SQL (DuckDB) runs over two tables the caller names: the log's signals and inference rows. It
 builds ``sig`` (each signal once), ``deleted`` (requests a user deleted), ``inf`` / ``inf_cands``
 (the requests the rules look at: signalled, children and parents, with their candidates) and
-``implicit_raw``: per rule, one row per preference (``chosen_id`` beats ``rejected_id`` of
-``request_id``; or, with ``correction`` set, that text beats ``rejected_id``) or, with a ``reason``,
-why a signal or a child request gave none. The parent/child join is over the whole log, so a
+``implicit_raw``: per rule, one row per preference (candidate ``chosen_id`` of ``chosen_request_id``
+beats ``rejected_id`` of ``request_id``; ``correction``, when set, is the winning text: an edit, or
+the regeneration's kept output, whose request differs) or, with a ``reason``, why a signal or a
+child request gave none. The parent/child join is over the whole log, so a
 signal or a child that landed before its parent still counts.
 """
 
@@ -176,7 +177,7 @@ def _requests(source: str, parent: str) -> list[str]:
 # --------------------------------------------------------------------------- rules
 _RAW_COLUMNS = (
     "rule VARCHAR, basis VARCHAR, request_id VARCHAR, chosen_id VARCHAR, rejected_id VARCHAR, correction VARCHAR, "
-    "judged_at_ms BIGINT, source_id VARCHAR, reason VARCHAR"
+    "judged_at_ms BIGINT, source_id VARCHAR, reason VARCHAR, chosen_request_id VARCHAR"
 )
 _EMPTY_RAW = "SELECT * FROM (SELECT " + ", ".join(
     f"NULL::{c.split()[1]} AS {c.split()[0]}" for c in _RAW_COLUMNS.split(", ")
@@ -201,7 +202,7 @@ def _rule_sql(rule: ImplicitRule) -> str:
                     WHEN s.candidate_id IS NULL THEN 'no_candidate'
                     WHEN NOT EXISTS (SELECT 1 FROM inf_cands k WHERE k.request_id = s.request_id
                                      AND k.id = s.candidate_id) THEN 'unknown_candidate'
-                    WHEN o.id IS NULL THEN 'no_other_output' END
+                    WHEN o.id IS NULL THEN 'no_other_output' END, s.request_id
         FROM sig s
         LEFT JOIN inf_cands o ON o.request_id = s.request_id AND o.id <> s.candidate_id
         WHERE s.kind = {_sql_string(rule.kind)} {value}
@@ -212,7 +213,7 @@ def _rule_sql(rule: ImplicitRule) -> str:
                CASE WHEN NOT EXISTS (SELECT 1 FROM inf i WHERE i.request_id = s.request_id) THEN 'no_inference'
                     WHEN s.{_DELETED} THEN 'deleted'
                     WHEN NOT EXISTS (SELECT 1 FROM inf_cands k WHERE k.request_id = s.request_id
-                                     AND k.id = s.candidate_id) THEN 'unknown_candidate' END
+                                     AND k.id = s.candidate_id) THEN 'unknown_candidate' END, NULL
         FROM sig s WHERE s.kind = 'edit'
         """
     if rule.kind == "dwell":
@@ -222,7 +223,8 @@ def _rule_sql(rule: ImplicitRule) -> str:
                CASE WHEN NOT EXISTS (SELECT 1 FROM inf i WHERE i.request_id = a.request_id) THEN 'no_inference'
                     WHEN a.{_DELETED} THEN 'deleted'
                     WHEN (SELECT count(*) FROM inf_cands k WHERE k.request_id = a.request_id
-                          AND k.id IN (a.candidate_id, b.candidate_id)) < 2 THEN 'unknown_candidate' END
+                          AND k.id IN (a.candidate_id, b.candidate_id)) < 2 THEN 'unknown_candidate' END,
+               a.request_id
         FROM (SELECT request_id, candidate_id, max(dwell_ms) AS dwell, max(ts) AS ts, min(signal_id) AS signal_id,
                      min(source_id) AS source_id
               FROM sig WHERE kind = 'dwell' AND candidate_id IS NOT NULL GROUP BY request_id, candidate_id) a
@@ -258,8 +260,8 @@ def _rule_sql(rule: ImplicitRule) -> str:
                     WHEN k.id IS NULL THEN 'unknown_candidate' END AS reason
         FROM child c LEFT JOIN inf_cands k ON k.request_id = c.child_id AND k.id = c.kept_id
     )
-    SELECT {name}, 'child-' || j.child_id, j.parent_id, NULL, p.id, j.kept_text, j.ts, NULL,
-           coalesce(j.reason, CASE WHEN p.id IS NULL THEN 'unknown_candidate' END)
+    SELECT {name}, 'child-' || j.child_id, j.parent_id, j.kept_id, p.id, j.kept_text, j.ts, NULL,
+           coalesce(j.reason, CASE WHEN p.id IS NULL THEN 'unknown_candidate' END), j.child_id
     FROM judged j
     LEFT JOIN inf_cands p ON j.reason IS NULL AND p.request_id = j.parent_id
      AND (j.regenerated_id IS NULL OR p.id = j.regenerated_id)

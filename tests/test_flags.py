@@ -222,6 +222,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("ReportConfig", "manifest"): case(("--manifest", "/m.json"), "/m.json", Path("/m.json")),
     ("ReportConfig", "dataset"): case(("--dataset", "/d"), "/d", Path("/d")),
     ("ReportConfig", "title"): case(("--title", "T"), "T", "T"),
+    ("ReportConfig", "implicit_rules"): case(("--implicit-rules", "/r.toml"), "/r.toml", Path("/r.toml")),
     ("ReportJob", "log_dir"): case(("--log-dir", "/l"), "/l", "/l"),
     ("ReportJob", "out"): case(("--out", "s3://b/o"), "s3://b/o", "s3://b/o"),
     ("DemoOptions", "requests"): case(("--requests", "10"), "10", 10),
