@@ -129,6 +129,27 @@ class SamplingConfig(_Frozen):
     balance_position: bool = Field(
         default=False, description="as many pairs whose chosen output was shown first as shown second"
     )
+    strategy: Literal["uncertain", "disagreement", "coverage", "ipw"] | None = Field(
+        default=None,
+        description="informative sampling (seeded), before the caps: `uncertain` keeps the pairs of smallest margin "
+        "(judge or reward-model scores close together), `disagreement` the pairs sources judged both ways, "
+        "`coverage` round-robin over pairs of models x prompt clusters (a prompt's first three words), each up to "
+        "--strategy-pairs; `ipw` resamples each source type's pairs by inverse propensity of the chosen output's "
+        "position (shown first or second), so position bias no longer predicts the label",
+    )
+    strategy_pairs: int | None = Field(
+        default=None, ge=1, description="pairs the uncertain, disagreement and coverage strategies keep"
+    )
+
+    @model_validator(mode="after")
+    def _strategy_size(self) -> Self:
+        sized = self.strategy in ("uncertain", "disagreement", "coverage")
+        if sized and self.strategy_pairs is None:
+            raise ValueError(f"strategy {self.strategy} needs strategy_pairs (how many pairs to keep)")
+        if not sized and self.strategy_pairs is not None:
+            raise ValueError(f"strategy_pairs applies to the uncertain, disagreement and coverage strategies, "
+                             f"not {self.strategy}")
+        return self
 
 
 class CardConfig(_Frozen):

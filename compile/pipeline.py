@@ -22,7 +22,9 @@ Stages, in order (each keeps its rows in a temp table; drops are rows with a ``r
    ``include_margin`` description in :mod:`prefpair.compile.config`).
 6. **validation** per pair: unknown candidate, model filters, margin, empty, identical.
 7. **cleaning**: contradictions on one prompt and pair of outputs (policy), exact duplicates.
-8. **sampling** (seeded): cap per prompt, position balance, total cap; stratified round-robin.
+8. **sampling** (seeded): an informative strategy if asked (:mod:`~prefpair.compile.informative`:
+   uncertain, disagreement, coverage, inverse-propensity weights), then cap per prompt, position
+   balance, total cap; stratified round-robin.
 9. **split** by prompt hash; **incremental**: pairs emitted by earlier runs are left out.
 
 Pair ids hash content (prompt, chosen text, rejected text), so a duplicate is the same id.
@@ -45,7 +47,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prefpair.compile import derivation, filters, implicit, resolution, sampling, unpaired
+from prefpair.compile import derivation, filters, implicit, informative, resolution, sampling, unpaired
 from prefpair.compile.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,8 @@ DROP_REASONS = (
     "identical",
     "contradictory",
     "duplicate",
+    "not_informative",
+    "ipw_resampled",
     "cap_per_prompt",
     "position_balance",
     "max_pairs",
@@ -101,6 +105,7 @@ class Pipeline(Workspace):
         with self._stage("cleaning"):
             filters.clean(self)
         with self._stage("sampling"):
+            informative.sample(self)
             sampling.sample(self)
         with self._stage("selection"):
             sampling.select(self)
