@@ -143,7 +143,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("CompileConfig", "sampling.stratify_by"): case(("--stratify-by", "model"), "model", "model"),
     ("CompileConfig", "sampling.balance_position"): case(("--balance-position",), "1", True),
     ("CompileConfig", "sampling.strategy"): case(("--strategy", "IPW"), "ipw", "ipw"),
-    ("CompileConfig", "sampling.strategy_pairs"): case(("--strategy", "uncertain", "--strategy-pairs", "5"), "5", 5,
+    ("CompileConfig", "sampling.strategy_pairs"): case(("--strategy-pairs", "5", "--strategy", "uncertain"), "5", 5,
                                                        env_also={"PREFPAIR_COMPILE_STRATEGY": "uncertain"}),
     ("CompileConfig", "splits"): case(("--split", "train=0.5", "--split", "test=0.5"), "train=0.5,test=0.5",
                                       {"train": 0.5, "test": 0.5}),
