@@ -44,6 +44,8 @@ class SignalPlan:
     accuracy: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_ACCURACY))
     seed: int = 0
     start_ms: int = 1_790_000_000_000
+    explicit_share: float = 1.0
+    """Share of the requests that get an explicit judgment (the others give implicit pairs alone)."""
 
 
 Action = tuple[str, dict[str, Any]]
@@ -69,12 +71,13 @@ def planted_actions(plan: SignalPlan) -> list[Action]:
             rid = f"{rule}-{plan.seed}-{i}"
             prompt = f"Question {i} for the {rule} rule (seed {plan.seed})?"
             right = rng.random() < accuracy
+            explicit = plan.explicit_share >= 1 or rng.random() < plan.explicit_share
             if rule == "regenerate":
                 child = f"{rid}-again"
                 request(rid, prompt, "x")
                 request(child, prompt, "y", parent=rid)
                 better, worse = ((child, "y"), (rid, "x")) if right else ((rid, "x"), (child, "y"))
-                for (req, cand), score in ((better, 1.0), (worse, 0.0)):
+                for (req, cand), score in ((better, 1.0), (worse, 0.0)) if explicit else ():
                     actions.append(("score", {"request_id": req, "candidate": cand, "score": score, "key": "reward",
                                               "timestamp_ms": next(clock)}))  # fmt: skip
                 continue
@@ -82,7 +85,7 @@ def planted_actions(plan: SignalPlan) -> list[Action]:
             best = rng.choice("ab")
             other = "b" if best == "a" else "a"
             favoured = best if right else other
-            if rule != "edit":
+            if rule != "edit" and explicit:
                 actions.append(("pairwise", {"request_id": rid, "chosen": best, "rejected": other,
                                              "timestamp_ms": next(clock)}))  # fmt: skip
             signal: dict[str, Any] = {"request_id": rid, "kind": rule, "timestamp_ms": next(clock)}
@@ -120,9 +123,11 @@ def write_planted(log_dir: Path, plan: SignalPlan, partition: int = 0) -> int:
 
 
 def send_planted(logger: PreferenceLogger, plan: SignalPlan) -> dict[str, int]:
-    """Log ``plan``'s actions through the SDK; returns how many of each kind were sent."""
+    """Log ``plan``'s actions through the SDK, stamped with the time of sending; returns how many of each
+    kind were sent."""
     sent: dict[str, int] = {}
-    for kind, args in planted_actions(plan):
+    for kind, planned in planted_actions(plan):
+        args = {**planned, "timestamp_ms": None}  # sent now: event time is the time of sending
         if kind == "inference":
             logger.log_inference(**args)
         elif kind == "pairwise":
