@@ -12,15 +12,18 @@ as judgments the usual stages turn into pairs. Three hooks in the pipeline:
 * :func:`finish`, after selection: per rule, judgments, drops and pairs, for the manifest.
 
 ``--implicit include`` (default) mixes them with explicit judgments, ``exclude`` leaves them out,
-``only`` keeps nothing else. The Spark engine does not derive implicit pairs (the manifest says so).
+``only`` keeps nothing else. The Spark engine does not derive implicit pairs: on a log with signals or
+regenerations its manifest says it skipped them (on one without, it writes what DuckDB would).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import duckdb
+
 from prefpair.compile.exceptions import CompileConfigError
-from prefpair.compile.sql import sql_string
+from prefpair.compile.sql import sql_list, sql_string
 from prefpair.compile.workspace import Workspace
 from prefpair.schemas.implicit import (
     DEFAULT_RULES_FILE,
@@ -51,11 +54,15 @@ def add_judgments(ws: Workspace) -> None:
     ws.sections["implicit"] = section
     if mode == "exclude":
         return
-    if ws.config.engine != "duckdb":
-        section["skipped"] = "implicit pairs are derived on the duckdb engine only"
-        return
     rules = rules_of(ws.config.implicit_rules)
     section["rules"] = {rule.name: {"kind": rule.kind, "confidence": rule.confidence} for rule in rules.rules}
+    if ws.config.engine != "duckdb":
+        if _has_implicit_inputs(ws):
+            section["skipped"] = "implicit pairs are derived on the duckdb engine only"
+        else:  # nothing to derive: the section the duckdb engine writes for such a log
+            section["signals"] = {}
+            section["per_rule"] = {rule.name: {"judgments": 0, "not_derived": {}, "pairs": 0} for rule in rules.rules}
+        return
     source = ws.log_table("inference")
     columns = {str(row[0]) for row in ws.rows(f"DESCRIBE SELECT * FROM {source}")}
     for statement in preference_sql(rules, ws.log_table("signals"), source,
@@ -94,10 +101,29 @@ def add_judgments(ws: Workspace) -> None:
         ws.execute(f"DELETE FROM resolved WHERE {explicit}")
 
 
+def _has_implicit_inputs(ws: Workspace) -> bool:
+    """Whether the log holds signals or regenerations (read with DuckDB from the log's files)."""
+    if ws.files.get("signals"):
+        return True
+    inference = [str(path) for path in ws.files.get("inference", [])]
+    if not inference:
+        return False
+    con = duckdb.connect()
+    try:
+        source = f"read_parquet({sql_list(inference)}, union_by_name=true)"
+        columns = {str(row[0]) for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        if "parent_request_id" not in columns:
+            return False
+        found = con.execute(f"SELECT count(*) FROM {source} WHERE parent_request_id IS NOT NULL").fetchone()
+        return bool(found and found[0])
+    finally:
+        con.close()
+
+
 def weigh(ws: Workspace) -> None:
     """After derivation: an implicit pair's margin is its rule's confidence times ``margin_scale``."""
     rules = ws.sections.get("implicit", {}).get("rules")
-    if not rules:
+    if not rules or ws.config.engine != "duckdb":
         return
     scale = float(ws.config.margin_scale)
     cases = " ".join(
@@ -113,7 +139,7 @@ def weigh(ws: Workspace) -> None:
 def finish(ws: Workspace) -> None:
     """After selection: per rule, the pairs left after each stage's drops and the pairs this run emits."""
     per_rule = ws.sections.get("implicit", {}).get("per_rule")
-    if not per_rule:
+    if not per_rule or ws.config.engine != "duckdb":
         return
     prefix = sql_string(SOURCE_PREFIX)
     for source, reason, n in ws.rows(
