@@ -13,15 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 from service_support import serve
 
 from prefpair.compile import CompileConfig, compile_dataset
 from prefpair.config import Settings
 from prefpair.consumers import ConsumerConfig, ConsumerDaemon
+from prefpair.consumers.landed import LandedLog
 from prefpair.producers import PreferenceLogger
 from prefpair.schemas import ValidationError
 from prefpair.schemas.log import table_files
+from prefpair.simulate import LogBuilder
 
 CANDIDATES = [
     {"candidate_id": "a", "text": "first answer", "model_name": "m1"},
@@ -100,3 +103,21 @@ def test_signals_from_the_sdk_and_the_service_land_exactly_once(
     assert sorted((r["chosen"], r["rejected"]) for r in lines) == [
         ("my better answer", "first answer"), ("second answer", "first answer")]  # fmt: skip
     assert result.pairs_total == 2
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+def test_landed_lookups_read_segments_from_before_parent_request_id(tmp_path: Path, newest_first: bool) -> None:
+    """A log upgraded in place: segments written before inference v2 have no parent_request_id column;
+    the consumer's landed lookups read them beside new ones (the column as null), in any file order."""
+    log = LogBuilder(tmp_path / "log")
+    old = log.inference("old", prompt="Q?").commit()
+    table = pq.read_table(old / "inference.parquet")
+    pq.write_table(table.drop(["parent_request_id"]), old / "inference.parquet")  # as v1 wrote it
+    log.inference("new", prompt="Q?", parent_request_id="old").commit()
+    landed = LandedLog(tmp_path / "log")
+    try:
+        ids = ["new", "old"] if newest_first else ["old", "new"]
+        rows = landed.inference_rows(0, ids)
+    finally:
+        landed.close()
+    assert {rid: row.get("parent_request_id") for rid, row in rows.items()} == {"old": None, "new": "old"}
