@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefpair.compile.exceptions import CompileConfigError
 from prefpair.compile.sql import sql_string
 from prefpair.compile.workspace import Workspace
 
@@ -35,6 +36,8 @@ def sample(ws: Workspace) -> None:
     s = ws.config.sampling
     if s.strategy is None:
         return
+    if ws.config.engine != "duckdb":
+        raise CompileConfigError("sampling.strategy", f"runs on the duckdb engine only, not {ws.config.engine}")
     before = _summary(ws)
     if s.strategy == "ipw":
         details = _ipw(ws)
