@@ -72,7 +72,9 @@ class CompileFilters(_Frozen):
         default=(), description="... from these model versions", json_schema_extra={"flag": "--model-version"}
     )
     source_types: tuple[str, ...] = Field(
-        default=(), description="keep judgments from these source types", json_schema_extra={"flag": "--source-type"}
+        default=(),
+        description="keep judgments from these source types (IMPLICIT:<rule> for one implicit rule's pairs)",
+        json_schema_extra={"flag": "--source-type"},
     )
     keys: tuple[str, ...] = Field(
         default=(), description="keep judgments with these feedback keys", json_schema_extra={"flag": "--key"}
@@ -105,10 +107,14 @@ class CompileFilters(_Frozen):
     @classmethod
     def _source_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         known = {s.value for s in SourceType}
-        upper = tuple(v.upper() for v in value)
+        # IMPLICIT:<rule> names the pairs of one implicit rule (rule names are lower case)
+        upper = tuple(f"IMPLICIT:{v.split(':', 1)[1].lower()}" if v.upper().startswith("IMPLICIT:") else v.upper()
+                      for v in value)  # fmt: skip
         for v in upper:
-            if v not in known:
-                raise ValueError(f"unknown source type {v!r}; expected one of {', '.join(sorted(known))}")
+            if v not in known and not (v.startswith("IMPLICIT:") and len(v) > len("IMPLICIT:")):
+                raise ValueError(
+                    f"unknown source type {v!r}; expected one of {', '.join(sorted(known))} or IMPLICIT:<rule>"
+                )
         return upper
 
     @model_validator(mode="after")

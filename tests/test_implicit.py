@@ -130,6 +130,9 @@ def test_implicit_pairs_mix_with_explicit_ones_or_stay_apart(log: LogBuilder, tm
     assert found == {(p, c, r, s, m / 2) for p, c, r, s, m in implicit}
     assert result.drop_counts["explicit_left_out"] == 1
     assert manifest["implicit"]["mode"] == "only"
+    one_rule = compiled(log.log_dir, tmp_path / "one", filters={"source_types": ["implicit:COPY", "human_annotator"]})
+    assert one_rule[1] == {explicit, *implicit}
+    assert compiled(log.log_dir, tmp_path / "none", filters={"source_types": ["IMPLICIT:edit"]})[1] == set()
 
 
 def test_a_rules_file_chooses_rules_confidences_and_thresholds(log: LogBuilder, tmp_path: Path) -> None:
