@@ -33,6 +33,7 @@ from prefpair.judge import JudgeConfig, JudgeSelection, JudgeSummary, run_judge
 from prefpair.kafka import client_config, create_producer
 from prefpair.producers import PreferenceLogger
 from prefpair.simulate import SimulationStats, Traffic, TrafficSpec, send_to_kafka
+from prefpair.simulate.signals import SignalPlan, send_planted
 from prefpair.topics import create_topics
 
 log = logging.getLogger(__name__)
@@ -137,15 +138,22 @@ def _pipeline(settings: Settings, options: DemoOptions, folder: Path) -> int:
     report = create_topics(settings)
     _step(f"topics {settings.inference_topic} and {settings.feedback_topic}, {report.co_partitions} partitions each")
 
-    traffic = _simulate(settings, options)
+    traffic, planted = _simulate(settings, options)
     _step(
         f"sent {traffic.inferences} inferences and {traffic.feedback_events} feedback events "
         f"({traffic.updates} updates, {traffic.deletes} deletes, {traffic.early_feedback} before their inference, "
         f"{traffic.lost_inferences} whose inference was never logged) and {traffic.malformed} malformed messages"
     )
+    _step(
+        f"sent {planted.get('signal', 0)} implicit signals with a planted accuracy per rule, on "
+        f"{planted.get('inference', 0)} more requests (with {planted.get('pairwise', 0) + planted.get('score', 0)} "
+        "explicit judgments to check them against)"
+    )
 
     _step(f"consuming until caught up: join on request id into {settings.log_dir}")
-    consumed = _consume(settings, folder, traffic.inferences + traffic.feedback_events + traffic.malformed)
+    consumed = _consume(
+        settings, folder, traffic.inferences + traffic.feedback_events + traffic.malformed + sum(planted.values())
+    )
 
     judged = None
     if options.judge:
@@ -159,14 +167,14 @@ def _pipeline(settings: Settings, options: DemoOptions, folder: Path) -> int:
 
     report_path = None
     if options.report:
-        _step("writing the analytics report (model ratings, bias checks, agreement, feedback health)")
+        _step("writing the analytics report (model ratings, bias checks, agreement, feedback health, implicit rules)")
         report_path = _report(settings, folder, result, consumed)
 
     _summary(settings, traffic, consumed, judged, result, report_path, time.monotonic() - started)
     return 0
 
 
-def _simulate(settings: Settings, options: DemoOptions) -> SimulationStats:
+def _simulate(settings: Settings, options: DemoOptions) -> tuple[SimulationStats, dict[str, int]]:
     # end users lean a little towards what is shown first: something true for the report to find
     spec = TrafficSpec(requests=options.requests, seed=options.seed, position_bias_by_source={"APP_USER": 0.3})
     simulator = Traffic(spec)
@@ -177,10 +185,14 @@ def _simulate(settings: Settings, options: DemoOptions) -> SimulationStats:
 
     with _bar(options.requests, "simulating serving traffic", "req") as bar, PreferenceLogger(settings) as logger:
         traffic = send_to_kafka(simulator, logger, send_raw=send_raw, progress=bar.update)
+        # implicit signals (copy, select, dwell, conversion, edit, regenerations) with a planted truth
+        # (half of their requests judged explicitly too: the report's check; the other half adds pairs)
+        plan = SignalPlan(requests_per_rule=max(10, options.requests // 30), seed=options.seed, explicit_share=0.5)
+        planted = send_planted(logger, plan)
         logger.flush(60)
     if raw.flush(30):
         raise RuntimeError("malformed demo messages were not delivered")
-    return traffic
+    return traffic, planted
 
 
 def _judge(settings: Settings, options: DemoOptions) -> JudgeSummary:
@@ -248,6 +260,17 @@ def _report(settings: Settings, folder: Path, result: CompileResult, consumed: R
     return report.html_path
 
 
+def _implicit_line(result: CompileResult) -> str:
+    """The pairs each implicit rule gave (the manifest's ``implicit`` section)."""
+    manifest = json.loads(result.manifest.read_text(encoding="utf-8"))
+    per_rule = manifest.get("implicit", {}).get("per_rule", {})
+    total = sum(int(entry.get("pairs", 0)) for entry in per_rule.values())
+    rules = ", ".join(f"{rule} {entry.get('pairs', 0)}" for rule, entry in per_rule.items())
+    if not per_rule:
+        return "none"
+    return f"{total} of them (source type IMPLICIT:<rule>: {rules}); the report checks each rule"
+
+
 def _summary(
     settings: Settings,
     traffic: SimulationStats,
@@ -279,6 +302,8 @@ def _summary(
         )
     lines += [
         f"  pairs               {result.pairs_total}: {splits}",
+        f"  implicit pairs      {_implicit_line(result)}",
+        f"  signals landed      {consumed.signal_events}",
         f"  drops by reason     {drops}",
         f"  log                 {settings.log_dir}",
         f"  dataset             {result.out_dir}",

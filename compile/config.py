@@ -72,7 +72,9 @@ class CompileFilters(_Frozen):
         default=(), description="... from these model versions", json_schema_extra={"flag": "--model-version"}
     )
     source_types: tuple[str, ...] = Field(
-        default=(), description="keep judgments from these source types", json_schema_extra={"flag": "--source-type"}
+        default=(),
+        description="keep judgments from these source types (IMPLICIT:<rule> for one implicit rule's pairs)",
+        json_schema_extra={"flag": "--source-type"},
     )
     keys: tuple[str, ...] = Field(
         default=(), description="keep judgments with these feedback keys", json_schema_extra={"flag": "--key"}
@@ -105,10 +107,14 @@ class CompileFilters(_Frozen):
     @classmethod
     def _source_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         known = {s.value for s in SourceType}
-        upper = tuple(v.upper() for v in value)
+        # IMPLICIT:<rule> names the pairs of one implicit rule (rule names are lower case)
+        upper = tuple(f"IMPLICIT:{v.split(':', 1)[1].lower()}" if v.upper().startswith("IMPLICIT:") else v.upper()
+                      for v in value)  # fmt: skip
         for v in upper:
-            if v not in known:
-                raise ValueError(f"unknown source type {v!r}; expected one of {', '.join(sorted(known))}")
+            if v not in known and not (v.startswith("IMPLICIT:") and len(v) > len("IMPLICIT:")):
+                raise ValueError(
+                    f"unknown source type {v!r}; expected one of {', '.join(sorted(known))} or IMPLICIT:<rule>"
+                )
         return upper
 
     @model_validator(mode="after")
@@ -129,6 +135,27 @@ class SamplingConfig(_Frozen):
     balance_position: bool = Field(
         default=False, description="as many pairs whose chosen output was shown first as shown second"
     )
+    strategy: Literal["uncertain", "disagreement", "coverage", "ipw"] | None = Field(
+        default=None,
+        description="informative sampling (seeded), before the caps: `uncertain` keeps the pairs of smallest margin "
+        "(judge or reward-model scores close together), `disagreement` the pairs sources judged both ways, "
+        "`coverage` round-robin over pairs of models x prompt clusters (a prompt's first three words), each up to "
+        "--strategy-pairs; `ipw` resamples each source type's pairs by inverse propensity of the chosen output's "
+        "position (shown first or second), so position bias no longer predicts the label",
+    )
+    strategy_pairs: int | None = Field(
+        default=None, ge=1, description="pairs the uncertain, disagreement and coverage strategies keep"
+    )
+
+    @model_validator(mode="after")
+    def _strategy_size(self) -> Self:
+        sized = self.strategy in ("uncertain", "disagreement", "coverage")
+        if sized and self.strategy_pairs is None:
+            raise ValueError(f"strategy {self.strategy} needs strategy_pairs (how many pairs to keep)")
+        if not sized and self.strategy_pairs is not None:
+            raise ValueError(f"strategy_pairs applies to the uncertain, disagreement and coverage strategies, "
+                             f"not {self.strategy}")
+        return self
 
 
 class CardConfig(_Frozen):
@@ -240,6 +267,17 @@ class CompileConfig(_Frozen):
         description="how trl and trl_unpaired (prompt as text) write a prompt: `drop` leaves the system prompt out "
         "and joins chat turns by a blank line, without roles; `fold` writes the system prompt and every turn as "
         "'Role: content' blocks separated by a blank line, ending with an 'Assistant:' block",
+    )
+    implicit: Literal["include", "exclude", "only"] = Field(
+        default="include",
+        description="pairs from implicit signals (copy, edit, regenerate, dwell, ...; source type IMPLICIT:<rule>): "
+        "`include` mixes them with explicit judgments, `exclude` leaves them out, `only` keeps nothing else",
+    )
+    implicit_rules: str | None = Field(
+        default=None,
+        description="a TOML file of the rules that turn signals into pairs, each with its confidence (the pair's "
+        "margin); default: the shipped prefpair/compile/implicit_rules.toml",
+        json_schema_extra={"metavar": "FILE"},
     )
     card: CardConfig = Field(default_factory=CardConfig)
     incremental: bool = Field(

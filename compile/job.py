@@ -300,6 +300,7 @@ def _compile_into(
             "format_skips": format_skips,
         },
         "files": file_entries,
+        **pipeline.sections,
     }
     output.write_json(stage / output.MANIFEST, manifest)
     card = render_card(

@@ -9,6 +9,7 @@ Stages, in order (each keeps its rows in a temp table; drops are rows with a ``r
    when its latest CREATE comes after its latest DELETE; its fields are the latest CREATE's,
    overlaid by the non-null fields of each later UPDATE (a null keeps the earlier value).
    Deleted ones and UPDATEs without a CREATE are drops.
+   Implicit signals become judgments here too (:mod:`~prefpair.compile.implicit`, by its rules).
 3. **context**: one wide read of the rows that carry each request's inference (prompt, system
    prompt, messages, candidates...); feedback whose inference never landed is joined to the
    inference table when it arrived later, else dropped as ``no_inference``.
@@ -21,7 +22,9 @@ Stages, in order (each keeps its rows in a temp table; drops are rows with a ``r
    ``include_margin`` description in :mod:`prefpair.compile.config`).
 6. **validation** per pair: unknown candidate, model filters, margin, empty, identical.
 7. **cleaning**: contradictions on one prompt and pair of outputs (policy), exact duplicates.
-8. **sampling** (seeded): cap per prompt, position balance, total cap; stratified round-robin.
+8. **sampling** (seeded): an informative strategy if asked (:mod:`~prefpair.compile.informative`:
+   uncertain, disagreement, coverage, inverse-propensity weights), then cap per prompt, position
+   balance, total cap; stratified round-robin.
 9. **split** by prompt hash; **incremental**: pairs emitted by earlier runs are left out.
 
 Pair ids hash content (prompt, chosen text, rejected text), so a duplicate is the same id.
@@ -44,7 +47,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prefpair.compile import derivation, filters, resolution, sampling, unpaired
+from prefpair.compile import derivation, filters, implicit, informative, resolution, sampling, unpaired
 from prefpair.compile.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ DROP_REASONS = (
     "no_inference",
     "filtered_time",
     "filtered_source_type",
+    "explicit_left_out",
     "filtered_key",
     "filtered_environment",
     "filtered_user",
@@ -71,6 +75,8 @@ DROP_REASONS = (
     "identical",
     "contradictory",
     "duplicate",
+    "not_informative",
+    "ipw_resampled",
     "cap_per_prompt",
     "position_balance",
     "max_pairs",
@@ -85,20 +91,25 @@ class Pipeline(Workspace):
             resolution.events(self)
         with self._stage("resolution"):
             resolution.resolve(self)
+        with self._stage("implicit"):
+            implicit.add_judgments(self)
         with self._stage("context"):
             resolution.context(self)
         with self._stage("filters"):
             filters.filter_judgments(self)
         with self._stage("derivation"):
             derivation.derive(self)
+            implicit.weigh(self)
         with self._stage("validation"):
             derivation.validate(self)
         with self._stage("cleaning"):
             filters.clean(self)
         with self._stage("sampling"):
+            informative.sample(self)
             sampling.sample(self)
         with self._stage("selection"):
             sampling.select(self)
+            implicit.finish(self)
         if "trl_unpaired" in self.config.formats:
             with self._stage("unpaired"):
                 unpaired.unpaired(self)

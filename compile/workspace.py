@@ -19,7 +19,7 @@ import duckdb
 
 from prefpair.compile.config import CompileConfig
 from prefpair.compile.sql import MACROS, sql_list, sql_string
-from prefpair.schemas.log import FEEDBACK_LOG, INFERENCE_LOG, ORPHAN_LOG
+from prefpair.schemas.log import SCHEMAS
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class Workspace:
         self.drops: dict[str, int] = {}
         self.use_inference = False
         self.outputs: dict[str, tuple[str, str]] = {}
+        self.sections: dict[str, Any] = {}
+        """Manifest sections stages add beside the counts (``implicit``: pairs per rule)."""
         for macro in MACROS:
             self.con.execute(macro)
 
@@ -74,7 +76,7 @@ class Workspace:
         paths = self.files.get(table, [])
         if paths:
             return f"read_parquet({sql_list([str(p) for p in paths])}, hive_partitioning=false, union_by_name=true)"
-        schema = {"feedback": FEEDBACK_LOG, "orphans": ORPHAN_LOG, "inference": INFERENCE_LOG}[table]
+        schema = SCHEMAS[table]
         name = f"empty_{table}"
         self.con.register(name, schema.empty_table())
         return name

@@ -43,14 +43,16 @@ from prefpair.consumers.segments import (
     sweep_temporaries,
     where,
 )
+from prefpair.consumers.signals import signal_row
 from prefpair.consumers.writer import SealedSegment, SegmentWriter
 from prefpair.errors import KafkaUnavailableError
 from prefpair.kafka import client_config, create_consumer, resolve_bootstrap
 from prefpair.schemas import ContractError, DecodeError, ValidationError
 from prefpair.schemas.log import INFERENCE_LOG, SegmentName
-from prefpair.schemas.models import check_feedback_record, check_inference_record, now_ms
+from prefpair.schemas.models import check_feedback_record, check_inference_record, check_signal_record, now_ms
 from prefpair.schemas.registry import FEEDBACK as FEEDBACK_SCHEMA
 from prefpair.schemas.registry import INFERENCE as INFERENCE_SCHEMA
+from prefpair.schemas.registry import SIGNAL as SIGNAL_SCHEMA
 from prefpair.schemas.wire import Codec, codec_for
 from prefpair.storage import Storage, is_url, location
 
@@ -306,10 +308,12 @@ class ConsumerDaemon:
                 raise DecodeError("empty message (no value)", None)
             name, record = self.codec.decode(value)
             expected = INFERENCE_SCHEMA if is_inference else FEEDBACK_SCHEMA
-            if name != expected:
+            is_signal = name == SIGNAL_SCHEMA and not is_inference  # signals share the feedback topic
+            if name != expected and not is_signal:
                 raise ContractError(f"a {name} on the {'inference' if is_inference else 'feedback'} topic")
             # Avro guarantees the types; what it cannot express is checked on the dict as it is
-            (check_inference_record if is_inference else check_feedback_record)(record)
+            (check_signal_record if is_signal else check_inference_record if is_inference
+             else check_feedback_record)(record)  # fmt: skip
             key = msg.key()
             if key is not None and key.decode("utf-8", "replace") != record["request_id"]:
                 raise ValidationError("request_id", "differs from the message key: the join needs both equal")
@@ -321,7 +325,10 @@ class ConsumerDaemon:
                 log.warning("dead-lettered %s[%d]@%d: %s: %s", topic, partition, offset, type(exc).__name__, exc)
             join.advance(is_inference, offset, timestamp)
             return
-        if is_inference:
+        if is_signal:
+            self.stats.signal_events += 1
+            join.add_signal(signal_row(record, topic, partition, offset), len(value), timestamp)
+        elif is_inference:
             self.stats.inference_events += 1
             join.add_inference(inference_row(record, topic, partition, offset), len(value), timestamp)
         else:
@@ -442,6 +449,7 @@ class ConsumerDaemon:
                 "inference": inference,
                 "feedback": joined_table(out.feedback, out.inference, inference),
                 "orphans": out.orphans,
+                "signals": out.signals,
             }
             sealed.append(SealedSegment(partition, name, tables, join.resume_state(positions), out.pending,
                                         joined=len(out.feedback), orphans=len(out.orphans)))  # fmt: skip

@@ -140,6 +140,7 @@ class Emitted:
     feedback: list[JoinedPair] = field(default_factory=list)
     orphans: list[dict[str, Any]] = field(default_factory=list)
     pending: list[PendingItem] = field(default_factory=list)
+    signals: list[dict[str, Any]] = field(default_factory=list)
 
 
 class PartitionJoin:
@@ -249,6 +250,17 @@ class PartitionJoin:
         if self.stream_time - timestamp_ms > self.grace_ms:  # already older than the grace
             self._expire_up_to(self.stream_time)
 
+    def add_signal(self, row: dict[str, Any], size: int, timestamp_ms: int) -> None:
+        """An implicit signal (from the feedback topic): landed in the open segment as it is, no join
+        (compile joins signals to inferences across the log); its signal id dedups producer retries."""
+        self.advance(False, row["signal_offset"], timestamp_ms)
+        if row["signal_id"] in self.seen_feedback:
+            self.duplicates += 1
+            return
+        self.seen_feedback.add(row["signal_id"])
+        self.out.signals.append(row)
+        self._touch(size)
+
     def _wait(self, item: PendingItem) -> None:
         self.pending.setdefault(item.row["request_id"], []).append(item)
         self._waiting[item.offset] = item
@@ -314,7 +326,7 @@ class PartitionJoin:
         return queue[0] if queue else None
 
     def buffered_rows(self) -> int:
-        return len(self.out.inference) + len(self.out.feedback) + len(self.out.orphans)
+        return len(self.out.inference) + len(self.out.feedback) + len(self.out.orphans) + len(self.out.signals)
 
     def has_changes(self) -> bool:
         return bool(self.opened_at)

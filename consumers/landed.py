@@ -42,7 +42,7 @@ class LandedLog:
             return self._stored_inference_rows(found, request_ids)
         files = [str(file) for file in found]
         table = self._db.sql(
-            "SELECT * FROM read_parquet($files) WHERE request_id IN (SELECT unnest($ids)) "
+            "SELECT * FROM read_parquet($files, union_by_name = true) WHERE request_id IN (SELECT unnest($ids)) "
             "ORDER BY inference_offset",
             params={"files": files, "ids": request_ids},
         ).to_arrow_table()
@@ -56,7 +56,8 @@ class LandedLog:
                 matches.append(table.filter(pc.is_in(table["request_id"], value_set=wanted)))
         if not matches:
             return {}
-        table = pa.concat_tables(matches).sort_by("inference_offset")
+        # segments written before a schema change lack its new columns: they read as nulls
+        table = pa.concat_tables(matches, promote_options="default").sort_by("inference_offset")
         return {row["request_id"]: row for row in table.to_pylist()}  # newest offset wins
 
     def known_event_ids(self, partition: int, limit: int) -> tuple[list[str], list[str]]:

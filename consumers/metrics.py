@@ -22,6 +22,7 @@ class RunStats:
     consumed: int = 0
     inference_events: int = 0
     feedback_events: int = 0
+    signal_events: int = 0
     joined: int = 0
     joined_hot: int = 0
     joined_waited: int = 0

@@ -65,9 +65,11 @@ from prefpair.schemas.models import (
     JudgmentKind,
     Message,
     PairwiseOutcome,
+    SignalEvent,
     SourceType,
     now_ms,
 )
+from prefpair.schemas.registry import SIGNAL
 from prefpair.schemas.wire import Codec
 
 # The module's public names; the delivery ones are defined in prefpair.producers.delivery.
@@ -149,8 +151,13 @@ class PreferenceLogger(EventDelivery):
         tags: Sequence[str] | None = None,
         metadata: Mapping[str, str] | None = None,
         timestamp_ms: int | None = None,
+        parent_request_id: str | None = None,
     ) -> str:
-        """Log one model call as shown to the user; returns its request id (generated if not given)."""
+        """Log one model call as shown to the user; returns its request id (generated if not given).
+
+        ``parent_request_id``: the request this one regenerates (the user asked again); compile's
+        implicit rules pair the parent's output against the output the user then kept.
+        """
         self._check_open()
         if request_id is None:
             request_id = new_id()
@@ -171,6 +178,7 @@ class PreferenceLogger(EventDelivery):
                 "environment": environment,
                 "tags": () if tags is None else tags,
                 "metadata": {} if metadata is None else metadata,
+                "parent_request_id": parent_request_id,
             },
         )
         self._send_encoded(self._inference_topic, request_id, message)
@@ -372,6 +380,56 @@ class PreferenceLogger(EventDelivery):
         state = "closed" if self._closed else "open"
         return (f"PreferenceLogger({state}, inference_topic={self._inference_topic!r}, "
                 f"feedback_topic={self._feedback_topic!r})")  # fmt: skip
+
+    # ------------------------------------------------------------------ implicit signals
+    def log_signal(
+        self,
+        request_id: str,
+        kind: str,
+        *,
+        candidate: str | None = None,
+        value: float | None = None,
+        text: str | None = None,
+        dwell_ms: int | None = None,
+        source: str | None = None,
+        signal_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        candidates: Iterable[str] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> str:
+        """Log an implicit signal on a request; returns its signal id.
+
+        ``kind``: ``regenerate``, ``copy``, ``edit`` (``text`` = the user's edit), ``dwell``
+        (``dwell_ms``), ``select``, ``conversion`` (``value`` optional), ``abandon`` or ``delete``
+        (:data:`prefpair.schemas.models.SIGNAL_KINDS`). Sent on the feedback topic keyed by request
+        id; compile's implicit rules turn signals into pairs. A regeneration itself is the new
+        request, logged with ``log_inference(..., parent_request_id=request_id)``.
+        """
+        self._check_open()
+        event = SignalEvent.parse(
+            {
+                "signal_id": new_id() if signal_id is None else signal_id,
+                "request_id": request_id,
+                "timestamp_ms": now_ms() if timestamp_ms is None else timestamp_ms,
+                "kind": kind,
+                "candidate_id": candidate,
+                "value": value,
+                "text": text,
+                "dwell_ms": dwell_ms,
+                "source": source,
+                "metadata": {} if metadata is None else metadata,
+            }
+        )
+        if candidate is not None:
+            if candidates is not None:
+                known: frozenset[str] | None = frozenset(candidates)
+            else:
+                with self._lock:
+                    known = self._known.get(request_id)
+            if known is not None and candidate not in known:
+                raise unknown_candidate("candidate_id", candidate, request_id, known)
+        self._send(self._feedback_topic, SIGNAL, request_id, dict(event.__dict__))
+        return event.signal_id
 
     # ------------------------------------------------------------------ internals
     def _log_feedback(

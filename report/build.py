@@ -15,6 +15,7 @@ from typing_extensions import TypeVar
 from prefpair.report import analyses
 from prefpair.report.config import ReportConfig
 from prefpair.report.experiments import experiments, read_definitions
+from prefpair.report.implicit import rule_agreement
 from prefpair.report.load import LogData, load_log
 from prefpair.report.render import PLOT_IDS, render_html
 from prefpair.storage import LocalStorage, S3Options, Storage, location
@@ -121,6 +122,7 @@ def compute(data: LogData, config: ReportConfig, s3: S3Options | None = None) ->
         "experiments": (
             experiments(data, read_definitions(config.experiments), config.confidence) if data.kind == "log" else []
         ),
+        "implicit_rules": rule_agreement(data, config) if data.kind == "log" else None,
     }
     if config.per_source:
         content["ratings_per_source"] = {

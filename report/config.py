@@ -77,6 +77,12 @@ class ReportConfig(BaseModel):
         json_schema_extra={"metavar": "FILE"},
     )
     title: str = Field(default="prefpair preference report", description="Title of the page.")
+    implicit_rules: Path | None = Field(
+        default=None,
+        description="TOML file of the implicit rules to check against explicit judgments (default: the shipped rules, "
+        "as compile uses them).",
+        json_schema_extra={"metavar": "FILE"},
+    )
 
 
 REPORT_FLAGS = Flags(ReportConfig, env_prefix="PREFPAIR_REPORT_")

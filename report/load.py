@@ -235,7 +235,8 @@ def _load_table(con: duckdb.DuckDBPyConnection, name: str, files: list[Path] | l
 
 def create_empty_log_tables(con: duckdb.DuckDBPyConnection) -> None:
     """The log's tables with no rows, for reports over something else than a log."""
-    for name, table in (("feedback_raw", "feedback"), ("inference_raw", "inference"), ("orphans_raw", "orphans")):
+    for name, table in (("feedback_raw", "feedback"), ("inference_raw", "inference"), ("orphans_raw", "orphans"),
+                        ("signals_raw", "signals")):  # fmt: skip
         _load_table(con, name, [], table)
 
 
@@ -260,6 +261,7 @@ def load_log(log_dir: Path | Storage) -> LogData:
     _load_table(con, "feedback_raw", files["feedback"], "feedback")
     _load_table(con, "inference_raw", files["inference"], "inference")
     _load_table(con, "orphans_raw", files["orphans"], "orphans")
+    _load_table(con, "signals_raw", files.get("signals", []), "signals")
     con.execute(RESOLVE_SQL)
     con.execute(PAIRS_SQL)
     comparisons = Comparisons.from_arrow(con.sql("SELECT * FROM comparisons").to_arrow_table())

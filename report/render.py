@@ -350,15 +350,41 @@ def render_html(data: dict[str, Any]) -> str:
         f" {fmt(inputs['files'].get('orphans', 0))} orphan files). Every number here is also in report.json.</p>",
         "<nav><ol><li><a href='#ratings'>Model ratings</a></li><li><a href='#bias'>Bias checks</a></li>"
         "<li><a href='#agreement'>Agreement</a></li><li><a href='#health'>Feedback health</a></li>"
-        "<li><a href='#experiments'>Experiments</a></li></ol></nav>",
+        "<li><a href='#experiments'>Experiments</a></li><li><a href='#implicit'>Implicit rules</a></li></ol></nav>",
         _section("ratings", "1. Model ratings", _ratings_html(ratings, data.get("ratings_per_source"))),
         _section("bias", "2. Bias checks", _bias_html(bias)),
         _section("agreement", "3. Agreement", _agreement_html(agreement)),
         _section("health", "4. Feedback health", _health_html(health)),
         _section("experiments", "5. Experiments", _experiments_html(data.get("experiments") or [])),
+        _section("implicit", "6. Implicit rules against explicit judgments",
+                 _implicit_html(data.get("implicit_rules"))),
         "</body></html>",
     ]
     return "\n".join(parts)
+
+
+def _implicit_html(implicit: dict[str, Any] | None) -> str:
+    """Each implicit rule's agreement with explicit verdicts on the same outputs, with its interval."""
+    if implicit is None:
+        return '<p class="na">a report over a compiled dataset keeps no signals</p>'
+    rows = []
+    for rule in implicit["rules"]:
+        per_source = "; ".join(f"{s['source_type']} {interval(s)} (n={s['n']})" for s in rule["by_source"])
+        rows.append(
+            {**rule, "agreement": _Raw(html.escape(interval(rule))), "per_source": _Raw(html.escape(per_source))}
+        )
+    return (
+        "<p>How often each rule's preference (compile's implicit pairs, source type IMPLICIT:&lt;rule&gt;) agrees "
+        "with an explicit verdict on the same two outputs of the same request (for a regeneration: two scores of "
+        f"one source, one on each output). Ties are left out; intervals at {percent(implicit['level'])}, requests "
+        "as clusters. A rule well below its confidence, or near 0.5, is not worth training on.</p>"
+        + table(
+            rows,
+            [("rule", "rule"), ("kind", "signal"), ("confidence", "confidence"), ("preferences", "preferences"),
+             ("n", "explicit verdicts"), ("agreement", "agreement [interval]"), ("per_source", "per source type")],
+            text=("rule", "kind", "per_source"),
+        )
+    )
 
 
 def _ratings_table(ratings: dict[str, Any]) -> str:

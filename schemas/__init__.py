@@ -20,6 +20,7 @@ from prefpair.schemas.models import (
     JudgmentKind,
     Message,
     PairwiseOutcome,
+    SignalEvent,
     SourceType,
 )
 
@@ -38,6 +39,7 @@ __all__ = [
     "JudgmentKind",
     "Message",
     "PairwiseOutcome",
+    "SignalEvent",
     "SourceType",
     "UnknownSchemaError",
     "ValidationError",

@@ -8,6 +8,7 @@ partition number of the co-partitioned topics, as contiguous offset ranges::
         inference.parquet   landed inference events (INFERENCE_LOG)
         feedback.parquet    feedback joined to its inference (FEEDBACK_LOG)
         orphans.parquet     feedback whose inference never came within the grace (ORPHAN_LOG)
+        signals.parquet     implicit signals, landed as they come: no join (SIGNAL_LOG)
         state.json          resume point and pending feedback at the end of the segment
 
 A segment is written under a temporary name (``.tmp-*``), fsynced, then renamed into place:
@@ -36,10 +37,10 @@ from typing import Any, TypeVar, overload
 
 import pyarrow as pa
 
-from prefpair.schemas.registry import FEEDBACK, INFERENCE, SCHEMA_FILES, load_raw
+from prefpair.schemas.registry import FEEDBACK, INFERENCE, SCHEMA_FILES, SIGNAL, load_raw
 from prefpair.storage import LocalStorage, Storage
 
-TABLES = ("inference", "feedback", "orphans")
+TABLES = ("inference", "feedback", "orphans", "signals")
 SEGMENT_PREFIX = "seg-"
 TEMP_PREFIX = ".tmp-"
 PARTITION_DIR = re.compile(r"^partition=(\d+)$")
@@ -147,7 +148,20 @@ ORPHAN_LOG = pa.schema(
 )
 """Feedback whose inference event did not arrive within the grace, with the reason."""
 
-SCHEMAS = {"inference": INFERENCE_LOG, "feedback": FEEDBACK_LOG, "orphans": ORPHAN_LOG}
+SIGNAL_RENAMES = {"timestamp_ms": "signal_timestamp_ms", "metadata": "signal_metadata"}
+
+SIGNAL_LOG = pa.schema(
+    [
+        *_event_fields(SIGNAL, SIGNAL_RENAMES),
+        pa.field("signal_topic", pa.string(), nullable=False),
+        pa.field("signal_partition", pa.int32(), nullable=False),
+        pa.field("signal_offset", pa.int64(), nullable=False),
+    ]
+)
+"""Implicit signals (``signal.avsc``), landed in the segment of the feedback offsets they came at,
+without waiting for their inference: compile joins them to inferences across the whole log."""
+
+SCHEMAS = {"inference": INFERENCE_LOG, "feedback": FEEDBACK_LOG, "orphans": ORPHAN_LOG, "signals": SIGNAL_LOG}
 
 
 # --------------------------------------------------------------------------- layout

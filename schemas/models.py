@@ -1,4 +1,4 @@
-"""Pydantic models mirroring ``inference.avsc`` and ``feedback.avsc`` field for field.
+"""Pydantic models mirroring ``inference.avsc``, ``feedback.avsc`` and ``signal.avsc`` field for field.
 
 The ``.avsc`` files are the source of truth; ``tests/test_schemas.py`` fails if a model and
 its schema differ in a field name, order, type or nullability. The models add the checks
@@ -121,6 +121,7 @@ class InferenceEvent(_Record):
     environment: str | None = None
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, str] = Field(default_factory=dict)
+    parent_request_id: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -197,6 +198,31 @@ class FeedbackEvent(_Record):
         return ids
 
 
+# --------------------------------------------------------------------------- signals
+SIGNAL_KINDS = rules.SIGNAL_KINDS
+
+
+class SignalEvent(_Record):
+    """An implicit signal (``signal.avsc``): what the user did with an output; ``kind`` is one of
+    :data:`SIGNAL_KINDS`, checked by :func:`prefpair.schemas.rules.check_signal`."""
+
+    signal_id: str = Field(min_length=1)
+    request_id: str = Field(min_length=1)
+    timestamp_ms: int = Field(ge=0)
+    kind: str = Field(min_length=1)
+    candidate_id: str | None = None
+    value: float | None = None
+    text: str | None = None
+    dwell_ms: int | None = None
+    source: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        rules.check_signal(self)
+        return self
+
+
 INFERENCE_RULES: dict[type[BaseModel], Callable[[Any], None]] = {
     InferenceEvent: rules.check_inference, Candidate: rules.check_candidate
 }
@@ -212,3 +238,6 @@ check_inference_record = rules.record_check(InferenceEvent, INFERENCE_RULES)
 
 check_feedback_record = rules.record_check(FeedbackEvent, FEEDBACK_RULES)
 """Check a decoded feedback record (types already guaranteed by Avro) against the model's constraints and rules."""
+
+check_signal_record = rules.record_check(SignalEvent, {SignalEvent: rules.check_signal})
+"""Check a decoded signal record against the model's constraints and the signal rules."""

@@ -18,7 +18,9 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 INFERENCE = "InferenceEvent"
 FEEDBACK = "FeedbackEvent"
-SCHEMA_FILES = {INFERENCE: "inference.avsc", FEEDBACK: "feedback.avsc"}
+SIGNAL = "SignalEvent"
+"""Implicit signals: sent on the feedback topic, routed by this record name."""
+SCHEMA_FILES = {INFERENCE: "inference.avsc", FEEDBACK: "feedback.avsc", SIGNAL: "signal.avsc"}
 
 
 def fingerprint_of(parsed: Any) -> bytes:

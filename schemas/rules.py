@@ -141,6 +141,33 @@ def check_against_config(event: Record) -> None:
             raise ValidationError("score", f"{score} is not the value of an allowed category")
 
 
+# --------------------------------------------------------------------------- signals
+SIGNAL_KINDS = ("regenerate", "copy", "edit", "dwell", "select", "conversion", "abandon", "delete")
+"""The implicit signals the contract knows; compile's rules read them (``prefpair.compile.implicit``).
+
+``delete``: the user deleted the output from their conversation; compile takes no implicit pair from
+that request, neither as a parent nor as a child."""
+SIGNAL_NEEDS_CANDIDATE = frozenset({"copy", "edit", "select"})
+
+
+def check_signal(event: Record) -> None:
+    kind = get(event, "kind")
+    if kind not in SIGNAL_KINDS:
+        raise ValidationError("kind", f"unknown signal kind {kind!r}; expected one of {', '.join(SIGNAL_KINDS)}")
+    if kind in SIGNAL_NEEDS_CANDIDATE and not get(event, "candidate_id"):
+        raise ValidationError("candidate_id", f"required for a {kind} signal")
+    if kind == "edit" and get(event, "text") is None:
+        raise ValidationError("text", "an edit signal carries the edited text")
+    dwell = get(event, "dwell_ms")
+    if kind == "dwell" and dwell is None:
+        raise ValidationError("dwell_ms", "required for a dwell signal")
+    if dwell is not None and dwell < 0:
+        raise ValidationError("dwell_ms", f"{dwell} is negative")
+    value = get(event, "value")
+    if value is not None and value != value:  # NaN
+        raise ValidationError("value", "must be a number, not NaN")
+
+
 # --------------------------------------------------------------------------- decoded records
 RecordCheck = Callable[[dict[str, Any]], None]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from prefpair.config import Settings
 from prefpair.errors import PrefpairError
-from prefpair.schemas.registry import FEEDBACK, INFERENCE
+from prefpair.schemas.registry import FEEDBACK, INFERENCE, SIGNAL
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 DEFAULT_TIMEOUT = 10.0
@@ -31,8 +31,14 @@ class SchemaRegistryError(PrefpairError):
 
 
 def value_subjects(settings: Settings) -> dict[str, str]:
-    """Subject of each record, by Confluent's TopicNameStrategy (``<topic>-value``)."""
-    return {INFERENCE: f"{settings.inference_topic}-value", FEEDBACK: f"{settings.feedback_topic}-value"}
+    """Subject of each record, by Confluent's TopicNameStrategy (``<topic>-value``); signals share the
+    feedback topic, so theirs is by TopicRecordNameStrategy (``<topic>-prefpair.v1.SignalEvent``):
+    one subject per record type keeps each subject's compatibility check to one schema."""
+    return {
+        INFERENCE: f"{settings.inference_topic}-value",
+        FEEDBACK: f"{settings.feedback_topic}-value",
+        SIGNAL: f"{settings.feedback_topic}-prefpair.v1.{SIGNAL}",
+    }
 
 
 class HttpSchemaRegistry:

@@ -35,6 +35,7 @@ from prefpair.service.read_routes import add_read_routes
 from prefpair.service.reads import LogReader
 from prefpair.service.refusals import install_error_handlers
 from prefpair.service.routing import REPLAYED_HEADER
+from prefpair.service.signal_routes import add_signal_routes
 from prefpair.service.sink import FeedbackSink
 from prefpair.service.state import API_KEY_HEADER, ServiceState, key_fingerprint
 from prefpair.service.token_ledger import TokenEvents
@@ -126,6 +127,7 @@ def create_app(
 def add_routes(app: FastAPI, state: ServiceState, catalog: ExperimentCatalog) -> None:
     """Every route, in the order the OpenAPI spec lists them."""
     add_feedback_routes(app, state)
+    add_signal_routes(app, state)
     add_token_routes(app, state)
     add_token_admin_routes(app, state)
     add_experiment_routes(app, state, catalog)

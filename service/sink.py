@@ -24,8 +24,8 @@ from confluent_kafka import KafkaException
 from prefpair.config import Settings
 from prefpair.errors import PrefpairError
 from prefpair.kafka import client_config, create_producer
-from prefpair.schemas import FeedbackEvent
-from prefpair.schemas.registry import FEEDBACK
+from prefpair.schemas import FeedbackEvent, SignalEvent
+from prefpair.schemas.registry import FEEDBACK, SIGNAL
 from prefpair.schemas.wire import Codec, codec_for
 from prefpair.service.exceptions import DeliveryError
 
@@ -46,7 +46,7 @@ class Delivery:
 class FeedbackSink(Protocol):
     """Sends feedback events; :meth:`send` returns only once the broker acknowledged."""
 
-    async def send(self, event: FeedbackEvent) -> Delivery: ...
+    async def send(self, event: FeedbackEvent | SignalEvent) -> Delivery: ...
 
     def close(self) -> None: ...
 
@@ -80,7 +80,7 @@ class KafkaSink:
         while not self._closed.is_set():
             self._producer.poll(POLL_INTERVAL_S)
 
-    async def send(self, event: FeedbackEvent) -> Delivery:
+    async def send(self, event: FeedbackEvent | SignalEvent) -> Delivery:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Delivery] = loop.create_future()
 
@@ -104,7 +104,7 @@ class KafkaSink:
         if self._closed.is_set():
             raise DeliveryError(self.topic, "the service is shutting down")
         try:
-            payload = self._codec.encode(FEEDBACK, event.to_avro())
+            payload = self._codec.encode(SIGNAL if isinstance(event, SignalEvent) else FEEDBACK, event.to_avro())
         except PrefpairError as exc:  # the Schema Registry refused or did not answer
             raise DeliveryError(self.topic, str(exc)) from None
         try:

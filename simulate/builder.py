@@ -37,9 +37,10 @@ from prefpair.consumers.segments import (
     rows_to_table,
     write_segment,
 )
+from prefpair.consumers.signals import signal_row
 from prefpair.schemas.log import INFERENCE_LOG, SegmentName
 from prefpair.simulate.exceptions import LogInputError
-from prefpair.simulate.records import complete_feedback, complete_inference
+from prefpair.simulate.records import complete_feedback, complete_inference, complete_signal
 
 CandidateSpec = tuple[str, str | None, str, str | None] | Mapping[str, Any]
 """``(candidate_id, text, model_name, model_version)``, or the candidate's fields."""
@@ -89,6 +90,7 @@ class LogBuilder:
         self._inference: list[dict[str, Any]] = []
         self._joined: list[JoinedPair] = []
         self._orphans: list[dict[str, Any]] = []
+        self._signals: list[dict[str, Any]] = []
         self._next = (self.inference_next, self.feedback_next)
         self._stream_time = resume.stream_time_ms
 
@@ -111,8 +113,11 @@ class LogBuilder:
         tags: Iterable[str] = (),
         metadata: Mapping[str, str] | None = None,
         ts: int | None = None,
+        parent_request_id: str | None = None,
     ) -> Self:
-        """An inference event at the next inference offset; later feedback on ``request_id`` joins it."""
+        """An inference event at the next inference offset; later feedback on ``request_id`` joins it.
+
+        ``parent_request_id``: the request this one regenerates."""
         return self.inference_event({
             "event_id": f"ie-{request_id}-{next(self._ids)}",
             "request_id": request_id,
@@ -127,6 +132,7 @@ class LogBuilder:
             "environment": environment,
             "tags": list(tags),
             "metadata": dict(metadata or {}),
+            "parent_request_id": parent_request_id,
         })  # fmt: skip
 
     def inference_event(self, event: Mapping[str, Any]) -> Self:
@@ -234,6 +240,33 @@ class LogBuilder:
         self._orphans.append(row)
         return self
 
+    # ------------------------------------------------------------------ implicit signals
+    def signal(
+        self,
+        request_id: str,
+        kind: str,
+        candidate: str | None = None,
+        *,
+        signal_id: str | None = None,
+        value: float | None = None,
+        text: str | None = None,
+        dwell_ms: int | None = None,
+        source: str | None = None,
+        ts: int | None = None,
+    ) -> Self:
+        """An implicit signal at the next feedback offset: a row of the signals table, no join
+        (its request's inference may come later, or never)."""
+        event = complete_signal({
+            "signal_id": signal_id or f"sig-{next(self._ids)}", "request_id": request_id,
+            "timestamp_ms": self._time(ts), "kind": kind, "candidate_id": candidate, "value": value,
+            "text": text, "dwell_ms": dwell_ms, "source": source,
+        })  # fmt: skip
+        self._stream_time = max(self._stream_time, event["timestamp_ms"])
+        offset = self._next[1]
+        self._next = (self._next[0], offset + 1)
+        self._signals.append(signal_row(event, self.topics[1], self.partition, offset))
+        return self
+
     # ------------------------------------------------------------------ commit
     def commit(self) -> Path:
         """Write the pending rows as the next committed segment of this builder's partition."""
@@ -244,10 +277,11 @@ class LogBuilder:
             "inference": inference,
             "feedback": joined_table(self._joined, self._inference, inference),
             "orphans": self._orphans,
+            "signals": self._signals,
         }
         state = ResumeState(self.partition, inference_end, feedback_end, stream_time_ms=self._stream_time,
                             has_segments=True)  # fmt: skip
         path = write_segment(self.log_dir, name, tables, state)
         self.inference_next, self.feedback_next = inference_end, feedback_end
-        self._inference, self._joined, self._orphans = [], [], []
+        self._inference, self._joined, self._orphans, self._signals = [], [], [], []
         return path

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from functools import cache, lru_cache
 from typing import Any
 
-from prefpair.schemas.registry import FEEDBACK, INFERENCE, SCHEMA_FILES, load_raw
+from prefpair.schemas.registry import FEEDBACK, INFERENCE, SCHEMA_FILES, SIGNAL, load_raw
 
 
 def _records(schema: Any) -> Iterator[dict[str, Any]]:
@@ -37,7 +37,7 @@ def _records(schema: Any) -> Iterator[dict[str, Any]]:
 @cache
 def defaults(record_name: str) -> Mapping[str, Any]:
     """Field defaults of a record type of the contract (``InferenceEvent``, ``Candidate``, ...)."""
-    for schema_name in (INFERENCE, FEEDBACK):
+    for schema_name in (INFERENCE, FEEDBACK, SIGNAL):
         for record in _records(load_raw(SCHEMA_FILES[schema_name])):
             if record["name"] == record_name:
                 return {f["name"]: f["default"] for f in record["fields"] if "default" in f}
@@ -73,6 +73,11 @@ def complete_feedback(event: Mapping[str, Any]) -> dict[str, Any]:
         config["categories"] = [_complete(c, "FeedbackCategory") for c in config["categories"]]
         record["config"] = config
     return record
+
+
+def complete_signal(event: Mapping[str, Any]) -> dict[str, Any]:
+    """A signal event with every field, as decoding it from Avro gives (a new dict)."""
+    return _complete(event, "SignalEvent")
 
 
 # --------------------------------------------------------------------------- partitioning

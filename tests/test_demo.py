@@ -25,8 +25,8 @@ def test_demo_runs_the_whole_pipeline_and_stops_its_broker(run_cli: Any, tmp_pat
     result = run_cli("demo", "--requests", "400", "--seed", "3", "--home", str(home), timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     out = result.stdout
-    lines = ("joined rows", "orphans", "dead letters", "judge run", "pairs", "drops by reason", "dataset", "report")
-    for line in lines:
+    for line in ("joined rows", "orphans", "dead letters", "judge run", "pairs", "implicit pairs", "signals landed",
+                 "drops by reason", "dataset", "report"):
         assert line in out, f"summary lacks {line!r}:\n{out}"
     assert "broker stopped" in result.stderr
     assert _brokers_under(home) == [], "the demo left its broker running"

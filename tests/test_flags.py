@@ -146,6 +146,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("CompileConfig", "sampling.max_pairs"): case(("--max-pairs", "100"), "100", 100),
     ("CompileConfig", "sampling.stratify_by"): case(("--stratify-by", "model"), "model", "model"),
     ("CompileConfig", "sampling.balance_position"): case(("--balance-position",), "1", True),
+    ("CompileConfig", "sampling.strategy"): case(("--strategy", "IPW"), "ipw", "ipw"),
+    ("CompileConfig", "sampling.strategy_pairs"): case(("--strategy-pairs", "5", "--strategy", "uncertain"), "5", 5,
+                                                       env_also={"PREFPAIR_COMPILE_STRATEGY": "uncertain"}),
     ("CompileConfig", "splits"): case(("--split", "train=0.5", "--split", "test=0.5"), "train=0.5,test=0.5",
                                       {"train": 0.5, "test": 0.5}),
     ("CompileConfig", "seed"): case(("--seed", "5"), "5", 5),
@@ -159,6 +162,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("CompileConfig", "spark_master"): case(("--spark-master", "spark://h:7077"), "spark://h:7077", "spark://h:7077"),
     ("CompileConfig", "margin_scale"): case(("--margin-scale", "0.5"), "0.5", 0.5),
     ("CompileConfig", "text_prompt"): case(("--text-prompt", "FOLD"), "fold", "fold"),
+    ("CompileConfig", "implicit"): case(("--implicit", "ONLY"), "only", "only"),
+    ("CompileConfig", "implicit_rules"): case(("--implicit-rules", "/r.toml"), "/r.toml", "/r.toml"),
     ("CompileConfig", "card.pretty_name"): case(("--pretty-name", "My pairs"), "My pairs", "My pairs"),
     ("CompileConfig", "card.license"): case(("--license", "MIT"), "mit", "mit"),
     ("CompileConfig", "card.license_name"): case(
@@ -225,6 +230,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("ReportConfig", "experiments"): case(("--experiments", "/e.json"), "/e.json", Path("/e.json")),
     ("ReportConfig", "dataset"): case(("--dataset", "/d"), "/d", "/d"),
     ("ReportConfig", "title"): case(("--title", "T"), "T", "T"),
+    ("ReportConfig", "implicit_rules"): case(("--implicit-rules", "/r.toml"), "/r.toml", Path("/r.toml")),
     ("ReportJob", "log_dir"): case(("--log-dir", "/l"), "/l", "/l"),
     ("ReportJob", "out"): case(("--out", "s3://b/o"), "s3://b/o", "s3://b/o"),
     ("JudgeConfig", "kind"): case(("--kind", "RANKING"), "score", None),  # see _expected

