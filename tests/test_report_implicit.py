@@ -19,7 +19,7 @@ def report_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str,
     write_planted(root / "log", PLAN)
     report = build_report(root / "log", root / "report", ReportConfig(bootstrap_rounds=10, confidence=0.99))
     html = report.html_path.read_text(encoding="utf-8")
-    assert "5. Implicit rules against explicit judgments" in html and "IMPLICIT:&lt;rule&gt;" in html
+    assert "6. Implicit rules against explicit judgments" in html and "IMPLICIT:&lt;rule&gt;" in html
     return {row["rule"]: row for row in report.data["implicit_rules"]["rules"]}
 
 
