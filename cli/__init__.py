@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "prefpair.compile.cli",
     "prefpair.service.cli",
     "prefpair.report.cli",
+    "prefpair.cli.erase",
     "prefpair.cli.demo",
 )
 

@@ -29,6 +29,7 @@ SECRET_MARKERS = ("password", "secret", "token", "key.pem", "private", "sasl.jaa
 DEFAULT_INFERENCE_TOPIC = "prefpair.inference"
 DEFAULT_FEEDBACK_TOPIC = "prefpair.feedback"
 DEFAULT_DEAD_LETTER_TOPIC = "prefpair.dead-letters"
+DEFAULT_ERASURE_TOPIC = "prefpair.erasures"
 
 
 class Settings(BaseModel):
@@ -54,6 +55,11 @@ class Settings(BaseModel):
         default=DEFAULT_DEAD_LETTER_TOPIC,
         min_length=1,
         description="Topic of the messages the consumer could not decode or validate.",
+    )
+    erasure_topic: str = Field(
+        default=DEFAULT_ERASURE_TOPIC,
+        min_length=1,
+        description="Topic of erasure requests (`prefpair erase`): one partition, kept for ever (the audit trail).",
     )
     partitions: int = Field(default=4, ge=1, le=10_000, description="Partitions of each new topic.")
     replication_factor: int = Field(default=1, ge=1, le=32, description="Replicas of each partition of a new topic.")
