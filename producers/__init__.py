@@ -12,6 +12,7 @@ from prefpair.producers.delivery import (
     DeliveryReport,
     LoggerStats,
 )
+from prefpair.producers.erasure import request_erasure
 from prefpair.producers.exceptions import (
     DeliveryError,
     FailedEvent,
@@ -32,4 +33,5 @@ __all__ = [
     "PreferenceLogger",
     "ProducerError",
     "QueueFullError",
+    "request_erasure",
 ]

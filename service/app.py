@@ -26,6 +26,7 @@ from prefpair import __version__
 from prefpair.config import Settings
 from prefpair.errors import ConfigError
 from prefpair.service.config import ServiceConfig
+from prefpair.service.erasure_routes import add_erasure_routes
 from prefpair.service.feedback_routes import add_feedback_routes
 from prefpair.service.limits import BodySizeLimit
 from prefpair.service.middleware import CheckedJsonRoute, JsonRefusalCORSMiddleware
@@ -113,6 +114,7 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
     add_feedback_routes(app, state)
     add_token_routes(app, state)
     add_read_routes(app, state)
+    add_erasure_routes(app, state)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:

@@ -11,16 +11,24 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 from conftest import MakeSettings, RunCli
 from consumer_support import log_ids
 from events import RawProducer, inference, pairwise
+from pydantic import SecretStr
+from service_support import refused, serve
 
 from prefpair.compile import CompileConfig, compile_dataset
 from prefpair.consumers import ConsumerConfig, ConsumerDaemon
+from prefpair.consumers.erasure import erase_from_log
+from prefpair.erasures import ErasureError, read_erasures
+from prefpair.producers import request_erasure
 from prefpair.service.reads import LogReader
+from prefpair.simulate import LogBuilder
 
 USERS = ("u0", "u1", "u2", "u3")
 ERASED = "u1"
+ADMIN = "admin-key-" + "a" * 24
 ERASE_BOUND_S = 60.0
 """The stated bound: an erasure on a small log beside a running consumer completes within a minute."""
 
@@ -122,3 +130,44 @@ def test_erasing_a_user_while_the_consumer_runs(make_settings: MakeSettings, run
     assert len(ids["inference"]) == len(set(ids["inference"])) == 18 * 3 + 5
     assert len(ids["feedback"]) == len(set(ids["feedback"])) == 18 * 3 + 5
     assert more[1] <= set(ids["feedback"])
+
+
+def test_the_service_endpoint_and_the_sdk_publish_and_reads_stop_at_once(make_settings: MakeSettings) -> None:
+    settings = make_settings(partitions=1, erasure_topic=f"test.{uuid.uuid4().hex[:12]}.erasures")
+    log = LogBuilder(Path(settings.log_dir))
+    for user in ("ana", "bo"):
+        for i in range(3):
+            log.inference(f"r-{user}-{i}", prompt=f"{user} asks {i}", user_id=user, session_id=f"s-{user}")
+            log.pairwise(f"r-{user}-{i}", "a", "b")
+    log.commit()
+    with serve(settings, admin_keys=(SecretStr(ADMIN),)) as served:
+        assert served.client.get("/v1/requests/r-ana-0").status_code == 200
+        refused(served.client.post("/v1/erasures", json={"kind": "user", "value": "ana"}), 401, "X-Admin-Key")
+        refused(served.client.post("/v1/erasures", json={"kind": "user", "value": "ana"},
+                                   headers={"X-Admin-Key": "wrong"}), 401, "invalid")  # fmt: skip
+        refused(served.client.post("/v1/erasures", json={"kind": "planet", "value": "ana"},
+                                   headers={"X-Admin-Key": ADMIN}), 422)  # fmt: skip
+        accepted = served.client.post("/v1/erasures", json={"kind": "user", "value": "ana"},
+                                      headers={"X-Admin-Key": ADMIN})  # fmt: skip
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["kind"] == "user" and accepted.json()["value"] == "ana"
+        # at once, before the log is rewritten: reads leave the user's requests and feedback out
+        assert served.client.get("/v1/requests/r-ana-0").status_code == 404
+        listed = served.client.get("/v1/feedback").json()["items"]
+        assert {item["request_id"] for item in listed} == {f"r-bo-{i}" for i in range(3)}
+        assert served.client.get("/v1/requests/r-bo-1").status_code == 200
+        assert "/v1/erasures" in served.client.get("/openapi.json").json()["paths"]
+    with serve(settings) as served:  # no admin key configured: erasure over HTTP is off
+        refused(served.client.post("/v1/erasures", json={"kind": "user", "value": "x"},
+                                   headers={"X-Admin-Key": ADMIN}), 403, "no admin key")  # fmt: skip
+
+    by_sdk = request_erasure(session_id="s-bo", requested_by="support-ticket-7", settings=settings)
+    with pytest.raises(ErasureError, match="exactly one"):
+        request_erasure(user="a", request_id="b", settings=settings)
+    requests, end = read_erasures(settings)
+    assert end == 2 and [(r.kind, r.value) for r in requests] == [("user", "ana"), ("session", "s-bo")]
+    assert requests[0].requested_by.startswith("service admin key ") and requests[1] == by_sdk
+
+    report = erase_from_log(Path(settings.log_dir), requests, reader_grace_s=0)
+    assert report.rows_removed == {"inference": 6, "feedback": 6}
+    assert _all_parquet_request_ids(Path(settings.log_dir)) == set()

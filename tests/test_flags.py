@@ -185,6 +185,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("ServiceConfig", "api_keys_file"): case(("--api-keys-file", f"{TMP}/keys"), f"{TMP}/keys",
                                              (SecretStr("key-from-file"),), read="api_keys"),
     ("ServiceConfig", "api_keys"): case(None, "a, b", (SecretStr("a"), SecretStr("b"))),
+    ("ServiceConfig", "admin_keys"): case(None, "k1,k2", (SecretStr("k1"), SecretStr("k2"))),
     ("ServiceConfig", "token_secrets_file"): case(("--token-secrets-file", f"{TMP}/secrets"), f"{TMP}/secrets",
                                                   (TokenSecret(kid="f1", secret=SecretStr(SECRET)),),
                                                   read="token_secrets"),
