@@ -117,7 +117,7 @@ def erase_from_log(
         if replaced and reader_grace_s > 0:
             time.sleep(reader_grace_s)
         for segment in replaced:
-            _delete_segment(log_dir, segment.name)
+            delete_segment(log_dir, segment.name)
     report.seconds = time.monotonic() - started
     return report
 
@@ -165,7 +165,7 @@ def _rewrite(log_dir: Path | Storage, segment: StoredSegment, report: ErasureRep
     return True
 
 
-def _delete_segment(log_dir: Path | Storage, name: SegmentName) -> None:
+def delete_segment(log_dir: Path | Storage, name: SegmentName) -> None:
     """Delete one (superseded) segment: on storage its marker first, so a half-deleted one is not committed."""
     folder = segment_location(log_dir, name)
     if isinstance(folder, Storage):

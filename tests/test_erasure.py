@@ -21,6 +21,7 @@ from service_support import refused, serve
 from prefpair.compile import CompileConfig, compile_dataset
 from prefpair.consumers import ConsumerConfig, ConsumerDaemon
 from prefpair.consumers.erasure import erase_from_log
+from prefpair.consumers.retention import apply_retention
 from prefpair.erasures import ErasureError, read_erasures
 from prefpair.producers import request_erasure
 from prefpair.service.reads import LogReader
@@ -171,3 +172,38 @@ def test_the_service_endpoint_and_the_sdk_publish_and_reads_stop_at_once(make_se
     report = erase_from_log(Path(settings.log_dir), requests, reader_grace_s=0)
     assert report.rows_removed == {"inference": 6, "feedback": 6}
     assert _all_parquet_request_ids(Path(settings.log_dir)) == set()
+
+
+def test_retention_removes_old_segments_and_the_log_still_resumes_exactly(
+    make_settings: MakeSettings, run_cli: RunCli, tmp_path: Path
+) -> None:
+    settings = make_settings(partitions=1, erasure_topic=f"test.{uuid.uuid4().hex[:12]}.erasures")
+    producer = RawProducer(settings)
+    config = ConsumerConfig(group_id="retain", grace_ms=1500, flush_interval_ms=100)
+    log_dir = Path(settings.log_dir)
+    batches = []
+    for tag in ("old", "older"):
+        batches.append(_send(producer, "u0", 4, tag))
+        producer.flush()
+        ConsumerDaemon(settings, config).run(until_caught_up=True)
+    before = log_ids(log_dir)
+    assert len(before["inference"]) == 8
+    assert apply_retention(log_dir, 30, reader_grace_s=0).segments_removed == 0  # nothing is 30 days old
+    in_two_days = int(time.time() * 1000) + 2 * 86_400_000
+    report = apply_retention(log_dir, 1, now_ms=in_two_days, reader_grace_s=0)
+    assert report.segments_removed >= 1 and report.segments_kept == 1  # the newest is the resume point
+    kept = log_ids(log_dir)
+    assert 0 < len(kept["inference"]) < 8 and set(kept["inference"]) < set(before["inference"])
+    assert not [p for p in (log_dir / "partition=00000").iterdir() if p.name.startswith(".tmp-")]
+
+    fresh = _send(producer, "u0", 3, "fresh")
+    producer.flush()
+    ConsumerDaemon(settings, config).run(until_caught_up=True)
+    after = log_ids(log_dir)
+    assert len(after["inference"]) == len(set(after["inference"])) == len(kept["inference"]) + 3
+    assert len(after["feedback"]) == len(set(after["feedback"])) == len(kept["feedback"]) + 3
+    assert fresh[1] <= set(after["feedback"])
+
+    shown = run_cli("compact", "--retain-days", "30", settings=settings)
+    assert shown.returncode == 0, shown.stderr
+    assert "0 segments older than 30 days removed" in shown.stdout

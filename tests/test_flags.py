@@ -134,6 +134,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("EraseCommand", "consumer_wait_s"): case(("--consumer-wait", "9"), "9", 9.0),
     ("EraseCommand", "datasets"): case(("--datasets", "/d"), "/d", "/d"),
     ("CompactOptions", "target_rows"): case(("--target-rows", "10"), "10", 10),
+    ("CompactOptions", "retain_days"): case(("--retain-days", "30"), "30", 30.0),
     ("CompactOptions", "delete_after_s"): case(("--delete-after", "0"), "0", 0.0),
     ("CompileConfig", "formats"): case(("--format", "openai", "--format", "TRL"), "trl,openai", ("trl", "openai")),
     ("CompileConfig", "rankings"): case(("--rankings", "best_worst"), "best_worst", "best_worst"),
