@@ -25,6 +25,7 @@ from prefpair.consumers.erasure import (
     ErasureReport,
     affected_versions,
     erase_from_log,
+    erased_request_ids,
     lagging_consumers,
     read_statuses,
     write_status,
@@ -51,7 +52,8 @@ class EraseCommand(BaseModel):
         json_schema_extra={"flag": "--consumer-wait"},
     )
     datasets: str | None = Field(
-        default=None, description="a compiled dataset root (--incremental output) whose affected versions to list",
+        default=None, description="a compiled dataset (or --incremental root) whose affected versions to list, "
+        "with the command that rebuilds it",
     )
 
 
@@ -79,15 +81,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     kind, value = given[0]
     request = erasure_request(kind, value, command.requested_by)
     offset = publish_erasure(settings, request)
+    found = ErasureReport(erased_request_ids(log_dir, [request]))
+    write_status(log_dir, [request], found, status="in_progress")  # running consumers learn the request ids
+    marked_ms = int(time.time() * 1000)
     report = erase_from_log(log_dir, [request], reader_grace_s=command.reader_grace_s)
     deadline = time.monotonic() + command.consumer_wait_s
-    while lagging := lagging_consumers(log_dir, offset + 1):
+    while lagging := lagging_consumers(log_dir, offset + 1, since_ms=marked_ms):
         if time.monotonic() > deadline:
             raise ErasureError("consumer_wait_s", f"consumers {', '.join(lagging)} did not acknowledge erasure "
                                f"{request.erasure_id} in {command.consumer_wait_s:.0f} s; run `prefpair erase` again")
         time.sleep(0.2)
     again = erase_from_log(log_dir, [request], reader_grace_s=command.reader_grace_s)  # what they wrote meanwhile
-    total = _merged(report, again)
+    total = _merged(_merged(found, report), again)
     status = write_status(log_dir, [request], total)
     result: dict[str, Any] = {
         "erasure_id": request.erasure_id, "status": "complete", "status_file": str(status),
@@ -96,7 +101,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     }  # fmt: skip
     if command.datasets is not None:
         result["affected_versions"] = affected(Path(command.datasets), log_dir)
-        result["rebuild"] = f"prefpair compile --out {command.datasets}"  # a full compile of the erased log
+        result["rebuild"] = rebuild_command(Path(command.datasets))
     print(json.dumps(result, sort_keys=True))
     return 0
 
@@ -107,6 +112,17 @@ def affected(root: Path, log_dir: Any) -> list[str]:
     for manifest in sorted(root.glob("*/manifest.json")) + sorted(root.glob("manifest.json")):
         manifests[manifest.parent.name] = json.loads(manifest.read_text(encoding="utf-8"))
     return affected_versions(manifests, read_statuses(log_dir))
+
+
+def rebuild_command(root: Path) -> str:
+    """The one command that rebuilds a dataset from the erased log (with the options its manifest records).
+
+    A plain dataset is replaced in place; an incremental root's versions are immutable, so a fresh
+    root is compiled beside it (its first version holds every pair still in the log) to swap in.
+    """
+    if (root / "manifest.json").is_file():
+        return f"prefpair compile --out {root}"
+    return f"prefpair compile --incremental --out {root}.rebuilt"
 
 
 def _merged(first: ErasureReport, second: ErasureReport) -> ErasureReport:

@@ -184,14 +184,19 @@ def status_file(log_dir: LogDir, erasure_id: str) -> Path | Storage:
     return log_dir / f"{STATUS_DIR}/{erasure_id}.json"
 
 
-def write_status(log_dir: LogDir, requests: Iterable[ErasureRequest], report: ErasureReport) -> Path | Storage:
-    """Record that the requests are complete on this log (one file per request, written atomically)."""
+def write_status(
+    log_dir: LogDir, requests: Iterable[ErasureRequest], report: ErasureReport, status: str = "complete"
+) -> Path | Storage:
+    """Record where the requests are on this log (one file per request, written atomically).
+
+    ``in_progress`` is written before the rewrite, with the request ids found: running consumers
+    read it (:mod:`~prefpair.consumers.erasure_follower`) to leave late feedback of those requests out."""
     written: Path | Storage | None = None
     for request in requests:
         body = json.dumps({
             **request.model_dump(mode="json"),
-            "status": "complete",
-            "completed_at_ms": int(time.time() * 1000),
+            "status": status,
+            "completed_at_ms": int(time.time() * 1000) if status == "complete" else None,
             "segments_rewritten": report.segments_rewritten,
             "rows_removed": report.rows_removed,
             "request_ids": sorted(report.request_ids),
@@ -243,7 +248,7 @@ def affected_versions(manifests: dict[str, dict[str, Any]], statuses: Sequence[d
 # --------------------------------------------------------------------------- live consumers
 ACK_DIR = "consumers"
 ACK_FRESH_S = 30.0
-"""A consumer's acknowledgement older than this belongs to a consumer that stopped (it refreshes every second)."""
+"""A consumer's acknowledgement older than this belongs to a consumer that stopped (it refreshes twice a second)."""
 
 
 def ack_file(log_dir: LogDir, instance: str) -> Path | Storage:
@@ -273,8 +278,9 @@ def remove_ack(log_dir: LogDir, instance: str) -> None:
         target.delete()
 
 
-def lagging_consumers(log_dir: LogDir, erasures_next: int) -> list[str]:
-    """Running consumers (fresh acknowledgements) that have not yet applied erasures before ``erasures_next``."""
+def lagging_consumers(log_dir: LogDir, erasures_next: int, since_ms: int = 0) -> list[str]:
+    """Running consumers (fresh acknowledgements) that have not yet applied erasures before ``erasures_next``,
+    or not acknowledged since ``since_ms`` (when the in-progress status they must read was written)."""
     local = local_dir(log_dir)
     acks: dict[str, dict[str, Any]] = {}
     if local is not None:
@@ -294,4 +300,5 @@ def lagging_consumers(log_dir: LogDir, erasures_next: int) -> list[str]:
                 continue
     now_ms = time.time() * 1000
     fresh = {instance: ack for instance, ack in acks.items() if now_ms - int(ack.get("at_ms", 0)) < ACK_FRESH_S * 1000}
-    return [instance for instance, ack in fresh.items() if int(ack.get("erasures_next", 0)) < erasures_next]
+    return [instance for instance, ack in fresh.items()
+            if int(ack.get("erasures_next", 0)) < erasures_next or int(ack.get("at_ms", 0)) <= since_ms]  # fmt: skip

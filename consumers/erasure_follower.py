@@ -24,11 +24,11 @@ from prefpair.config import Settings
 from prefpair.consumers.erasure import read_statuses, remove_ack, write_ack
 from prefpair.consumers.segments import ERASED, ERASED_LOG, PENDING, LogDir
 from prefpair.consumers.writer import SealedSegment
-from prefpair.erasures import ErasureRequest, read_erasures
+from prefpair.erasures import ErasureReader, ErasureRequest
 
 log = logging.getLogger(__name__)
 
-POLL_S = 1.0
+POLL_S = 0.5
 
 
 class ErasureFollower:
@@ -45,6 +45,7 @@ class ErasureFollower:
         self.next_offset = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reader: ErasureReader | None = None
 
     def start(self) -> ErasureFollower:
         """Read the topic to its end (and the log's completed erasures), then follow it on a thread."""
@@ -54,8 +55,10 @@ class ErasureFollower:
         return self
 
     def _catch_up(self) -> None:
-        requests, end = read_erasures(self.settings, self.next_offset)
-        statuses = read_statuses(self.log_dir) if requests or not self.next_offset else []
+        if self._reader is None:
+            self._reader = ErasureReader(self.settings)
+        requests, end = self._reader.read(self.next_offset)
+        statuses = read_statuses(self.log_dir)  # request ids of erased users and sessions, found in the log
         with self.guard:  # after this, every segment written leaves these rows out
             self._apply(requests)
             for status in statuses:
@@ -81,6 +84,8 @@ class ErasureFollower:
         if self._thread is not None:
             self._thread.join()
         remove_ack(self.log_dir, self.instance)
+        if self._reader is not None:
+            self._reader.close()
 
     @property
     def empty(self) -> bool:

@@ -106,21 +106,37 @@ def publish_erasure(settings: Settings, request: ErasureRequest, timeout: float 
 
 def read_erasures(settings: Settings, start: int = 0, timeout: float = 30.0) -> tuple[list[ErasureRequest], int]:
     """Every request on the erasure topic from offset ``start`` to its end, and the offset after them."""
-    ensure_erasure_topic(settings, timeout)
-    consumer = create_consumer(client_config(settings, group_id=f"prefpair-erasures-{uuid.uuid4().hex}",
-                                             enable_auto_commit=False, enable_partition_eof=True))  # fmt: skip
+    reader = ErasureReader(settings, timeout)
     try:
-        _, end = consumer.get_watermark_offsets(TopicPartition(settings.erasure_topic, 0), timeout=timeout)
+        return reader.read(start, timeout)
+    finally:
+        reader.close()
+
+
+class ErasureReader:
+    """One open consumer of the erasure topic (no group), for reading it again and again cheaply."""
+
+    def __init__(self, settings: Settings, timeout: float = 30.0) -> None:
+        ensure_erasure_topic(settings, timeout)
+        self.topic = settings.erasure_topic
+        self._consumer = create_consumer(client_config(settings, group_id=f"prefpair-erasures-{uuid.uuid4().hex}",
+                                                       enable_auto_commit=False))  # fmt: skip
+        self._position: int | None = None
+
+    def read(self, start: int, timeout: float = 30.0) -> tuple[list[ErasureRequest], int]:
+        """The requests from offset ``start`` to the topic's end now, and the offset after them."""
+        _, end = self._consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=timeout)
         requests: list[ErasureRequest] = []
         if end <= start:
             return requests, max(start, end)
-        consumer.assign([TopicPartition(settings.erasure_topic, 0, start)])
+        if self._position != start:
+            self._consumer.assign([TopicPartition(self.topic, 0, start)])
         deadline = time.monotonic() + timeout
         position = start
         while position < end:
             if time.monotonic() > deadline:
-                raise ErasureError("erasure_topic", f"could not read {settings.erasure_topic} to {end} in {timeout} s")
-            message = consumer.poll(0.5)
+                raise ErasureError("erasure_topic", f"could not read {self.topic} to {end} in {timeout} s")
+            message = self._consumer.poll(0.2)
             if message is None or message.error() is not None:
                 continue
             position = (message.offset() or 0) + 1
@@ -128,6 +144,8 @@ def read_erasures(settings: Settings, start: int = 0, timeout: float = 30.0) -> 
                 requests.append(ErasureRequest.model_validate_json(message.value() or b""))
             except ValidationError:
                 continue  # not ours to act on: a malformed event erases nothing
+        self._position = position
         return requests, position
-    finally:
-        consumer.close()
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -58,13 +58,20 @@ def _wait(condition: Any, timeout: float = 60.0) -> None:
 
 
 def _all_parquet_request_ids(log_dir: Path) -> set[str]:
+    """Request ids and ``user:<id>`` of every row of every Parquet file under the log, consumer state included."""
     found: set[str] = set()
     for file in log_dir.rglob("*.parquet"):
-        table = pq.read_table(file)
-        if "request_id" in table.column_names:
-            found.update(table.column("request_id").to_pylist())
-        if "user_id" in table.column_names:
-            found.update(f"user:{u}" for u in table.column("user_id").to_pylist())
+        found |= _all_parquet_request_ids_of(file)
+    return found
+
+
+def _all_parquet_request_ids_of(file: Path) -> set[str]:
+    table = pq.read_table(file)
+    found: set[str] = set()
+    if "request_id" in table.column_names:
+        found.update(table.column("request_id").to_pylist())
+    if "user_id" in table.column_names:
+        found.update(f"user:{u}" for u in table.column("user_id").to_pylist())
     return found
 
 
@@ -81,16 +88,20 @@ def test_erasing_a_user_while_the_consumer_runs(make_settings: MakeSettings, run
     log_dir = Path(settings.log_dir)
     try:
         _wait(lambda: len(log_ids(log_dir)["feedback"]) == 15 * len(USERS))
+        datasets = tmp_path / "datasets"
+        compile_dataset(log_dir, datasets, CompileConfig.parse({"formats": ["trl"], "incremental": True}))
         env = {"PREFPAIR_ERASURE_TOPIC": erasure_topic}
         started = time.monotonic()
         done = run_cli("erase", "--user", ERASED, "--reader-grace", "0.2", "--requested-by", "test",
-                       settings=settings, env=env)  # fmt: skip
+                       "--datasets", str(datasets), settings=settings, env=env)  # fmt: skip
         elapsed = time.monotonic() - started
         assert done.returncode == 0, done.stderr
         result = json.loads(done.stdout)
         print(f"erasure complete in {elapsed:.2f} s (bound {ERASE_BOUND_S:.0f} s): {result}")
         assert elapsed < ERASE_BOUND_S
         assert result["status"] == "complete" and result["rows_removed"]["inference"] == 15
+        assert result["affected_versions"] == ["v00001"]
+        assert result["rebuild"] == f"prefpair compile --incremental --out {datasets}.rebuilt"
         status = json.loads(Path(result["status_file"]).read_text(encoding="utf-8"))
         assert status["kind"] == "user" and status["value"] == ERASED and status["requested_by"] == "test"
 
@@ -106,6 +117,9 @@ def test_erasing_a_user_while_the_consumer_runs(make_settings: MakeSettings, run
 
     erased_ids = sent[ERASED][0] | late[ERASED][0]
     everywhere = _all_parquet_request_ids(log_dir)
+    theirs = erased_ids | {f"user:{ERASED}"}
+    assert [(str(f), pq.read_table(f).to_pylist()) for f in log_dir.rglob("*.parquet")
+            if _all_parquet_request_ids_of(f) & theirs] == []
     assert not (everywhere & erased_ids) and f"user:{ERASED}" not in everywhere
     kept = {user: sent[user][0] | late[user][0] for user in USERS if user != ERASED}
     ids = log_ids(log_dir)
