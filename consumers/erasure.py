@@ -259,9 +259,10 @@ def ack_file(log_dir: LogDir, instance: str) -> Path | Storage:
     return log_dir / f"{STATUS_DIR}/{ACK_DIR}/{instance}.json"
 
 
-def write_ack(log_dir: LogDir, instance: str, erasures_next: int) -> None:
-    """A running consumer says: every segment I write from now on leaves out erasures before ``erasures_next``."""
-    body = json.dumps({"erasures_next": erasures_next, "at_ms": int(time.time() * 1000)})
+def write_ack(log_dir: LogDir, instance: str, erasures_next: int, seen_ms: int) -> None:
+    """A running consumer says: every segment I write from now on leaves out erasures before ``erasures_next``
+    and the request ids of the statuses that existed at ``seen_ms`` (when it began reading them)."""
+    body = json.dumps({"erasures_next": erasures_next, "at_ms": seen_ms})
     target = ack_file(log_dir, instance)
     if isinstance(target, Path):
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -55,6 +56,7 @@ class ErasureFollower:
         return self
 
     def _catch_up(self) -> None:
+        seen_ms = int(time.time() * 1000)  # the acknowledgement covers what existed from here on
         if self._reader is None:
             self._reader = ErasureReader(self.settings)
         requests, end = self._reader.read(self.next_offset)
@@ -64,7 +66,7 @@ class ErasureFollower:
             for status in statuses:
                 self.request_ids.update(status.get("request_ids", []))
             self.next_offset = end
-        write_ack(self.log_dir, self.instance, self.next_offset)
+        write_ack(self.log_dir, self.instance, self.next_offset, seen_ms)
 
     def _apply(self, requests: list[ErasureRequest]) -> None:
         for request in requests:
