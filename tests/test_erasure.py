@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import MakeSettings, RunCli
@@ -20,12 +21,14 @@ from service_support import refused, serve
 
 from prefpair.compile import CompileConfig, compile_dataset
 from prefpair.consumers import ConsumerConfig, ConsumerDaemon
-from prefpair.consumers.erasure import erase_from_log
+from prefpair.consumers.erasure import erase_from_log, read_statuses, write_status
 from prefpair.consumers.retention import apply_retention
-from prefpair.erasures import ErasureError, read_erasures
+from prefpair.erasures import ErasureError, erasure_request, read_erasures
 from prefpair.producers import request_erasure
+from prefpair.schemas.log import SegmentName, committed_files
 from prefpair.service.reads import LogReader
 from prefpair.simulate import LogBuilder
+from prefpair.storage import S3Storage
 
 USERS = ("u0", "u1", "u2", "u3")
 ERASED = "u1"
@@ -221,3 +224,34 @@ def test_retention_removes_old_segments_and_the_log_still_resumes_exactly(
     shown = run_cli("compact", "--retain-days", "30", settings=settings)
     assert shown.returncode == 0, shown.stderr
     assert "0 segments older than 30 days removed" in shown.stdout
+
+
+def test_erasure_and_retention_on_an_s3_log(s3_root: S3Storage, tmp_path: Path) -> None:
+    local = tmp_path / "log"
+    log = LogBuilder(local)
+    for user in ("ana", "bo"):
+        for i in range(2):
+            log.inference(f"r-{user}-{i}", prompt=f"{user} asks {i}", user_id=user)
+            log.pairwise(f"r-{user}-{i}", "a", "b")
+        log.commit()
+    for file in sorted(p for p in local.rglob("*") if p.is_file()):  # the same log, on S3
+        (s3_root / file.relative_to(local).as_posix()).upload(file)
+    request = erasure_request("user", "ana", "test")
+    report = erase_from_log(s3_root, [request], reader_grace_s=0)
+    assert report.rows_removed == {"inference": 2, "feedback": 2} and report.segments_rewritten == 1
+    write_status(s3_root, [request], report)
+    segments, _ = committed_files(s3_root)
+    assert [name.generation for name, _ in segments] == [1, 0]
+    old = SegmentName(*segments[0][0].ranges).dirname  # generation 0: deleted, marker and files
+    assert not [key for key in s3_root.list_files() if f"/{old}/" in f"/{key}"]
+    requests = set()
+    for table in ("inference", "feedback"):
+        for folder in (folder for _, folder in segments):
+            if (folder / f"{table}.parquet").exists():
+                requests |= set(pq.read_table(pa.BufferReader((folder / f"{table}.parquet").read_bytes()))
+                                .column("request_id").to_pylist())  # fmt: skip
+    assert requests == {"r-bo-0", "r-bo-1"}
+    assert read_statuses(s3_root)[0]["status"] == "complete"
+    retained = apply_retention(s3_root, 1, now_ms=int(time.time() * 1000) + 2 * 86_400_000, reader_grace_s=0)
+    assert (retained.segments_removed, retained.segments_kept) == (1, 1)
+    assert len(committed_files(s3_root)[0]) == 1
