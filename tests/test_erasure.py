@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import MakeSettings, RunCli
-from consumer_support import log_ids
+from consumer_support import feedback_rows, log_ids
 from events import RawProducer, inference, pairwise
 from pydantic import SecretStr
 from service_support import refused, serve
@@ -23,7 +23,7 @@ from prefpair.compile import CompileConfig, compile_dataset
 from prefpair.consumers import ConsumerConfig, ConsumerDaemon
 from prefpair.consumers.erasure import erase_from_log, read_statuses, write_status
 from prefpair.consumers.retention import apply_retention
-from prefpair.erasures import ErasureError, erasure_request, read_erasures
+from prefpair.erasures import ErasureError, erasure_request, publish_erasure, read_erasures
 from prefpair.producers import request_erasure
 from prefpair.schemas.log import SegmentName, committed_files
 from prefpair.service.reads import LogReader
@@ -255,3 +255,40 @@ def test_erasure_and_retention_on_an_s3_log(s3_root: S3Storage, tmp_path: Path) 
     retained = apply_retention(s3_root, 1, now_ms=int(time.time() * 1000) + 2 * 86_400_000, reader_grace_s=0)
     assert (retained.segments_removed, retained.segments_kept) == (1, 1)
     assert len(committed_files(s3_root)[0]) == 1
+
+
+def test_erased_feedback_still_waiting_is_tombstoned_and_resume_adds_up(make_settings: MakeSettings) -> None:
+    settings = make_settings(partitions=1, erasure_topic=f"test.{uuid.uuid4().hex[:12]}.erasures")
+    producer = RawProducer(settings)
+    producer.inference(inference("r-seen"))
+    producer.feedback(pairwise("r-erased"))  # their inference comes later: both wait, stored in pending.parquet
+    producer.feedback(pairwise("r-kept"))
+    producer.flush()
+    config = ConsumerConfig(group_id="pending", grace_ms=600_000, flush_interval_ms=100)
+    daemon = ConsumerDaemon(settings, config)
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    log_dir = Path(settings.log_dir)
+    try:
+        _wait(lambda: any(log_dir.rglob("pending.parquet")) and len(log_ids(log_dir)["inference"]) == 1)
+    finally:
+        daemon.stop()
+        thread.join()
+    assert _all_parquet_request_ids(log_dir) >= {"r-erased", "r-kept"}
+
+    request = erasure_request("request", "r-erased", "test")
+    publish_erasure(settings, request)
+    report = erase_from_log(log_dir, [request], reader_grace_s=0)
+    assert report.rows_removed == {"pending": 1}
+    write_status(log_dir, [request], report)
+    assert "r-erased" not in _all_parquet_request_ids(log_dir)
+
+    producer.inference(inference("r-erased"))
+    producer.inference(inference("r-kept"))
+    producer.flush()
+    ConsumerDaemon(settings, config).run(until_caught_up=True)  # resumes: one waits (r-kept), one is erased
+    rows = [(row["request_id"], row["join_path"]) for row in feedback_rows(log_dir)]
+    assert rows == [("r-kept", "waited")]
+    assert "r-erased" not in _all_parquet_request_ids(log_dir)
+    assert sorted(log_ids(log_dir)["inference"]) == sorted(set(log_ids(log_dir)["inference"]))
+    assert len(log_ids(log_dir)["inference"]) == 2  # r-seen and r-kept
