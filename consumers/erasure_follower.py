@@ -20,12 +20,13 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from confluent_kafka import KafkaException
 
 from prefpair.config import Settings
 from prefpair.consumers.erasure import read_statuses, remove_ack, write_ack
 from prefpair.consumers.segments import ERASED, ERASED_LOG, PENDING, LogDir
 from prefpair.consumers.writer import SealedSegment
-from prefpair.erasures import ErasureReader, ErasureRequest
+from prefpair.erasures import ErasureError, ErasureReader, ErasureRequest
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,11 @@ class ErasureFollower:
         self._reader: ErasureReader | None = None
 
     def start(self) -> ErasureFollower:
-        """Read the topic to its end (and the log's completed erasures), then follow it on a thread."""
-        self._catch_up()
+        """Read the topic to its end (and the log's erasure statuses), then follow it on a thread."""
+        try:
+            self._catch_up()
+        except KafkaException as exc:
+            raise ErasureError("erasure_topic", f"cannot read {self.settings.erasure_topic}: {exc.args[0]}") from None
         self._thread = threading.Thread(target=self._follow, name="prefpair-erasures", daemon=True)
         self._thread.start()
         return self
