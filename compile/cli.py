@@ -88,6 +88,7 @@ def register(subparsers: Any) -> None:
                   "text_prompt"),
     )  # fmt: skip
     COMPILE_FLAGS.add_arguments(parser.add_argument_group("dataset card"), only=("card",))
+    COMPILE_FLAGS.add_arguments(parser.add_argument_group("redaction"), only=("redact", "redact_patterns"))
     COMPILE_FLAGS.add_arguments(
         parser.add_argument_group("pairs"),
         only=("rankings", "min_margin", "contradictions", "implicit", "implicit_rules"),

@@ -15,6 +15,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from prefpair.compile.exceptions import CompileConfigError
+from prefpair.compile.redaction import Pattern
 from prefpair.errors import first_problem
 from prefpair.flags import Flags
 from prefpair.schemas.models import SourceType
@@ -300,6 +301,28 @@ class CompileConfig(_Frozen):
         "on N cores; spark://host:7077, yarn, k8s://... a cluster)",
         json_schema_extra={"metavar": "URL"},
     )
+    redact: bool = Field(
+        default=True,
+        description="replace emails, phone numbers, card numbers (Luhn-checked), IP addresses, API keys and tokens "
+        "in the written prompts and completions by typed placeholders such as <EMAIL>, counted in the manifest "
+        "and the card (prefpair.compile.redaction)",
+    )
+    redact_patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description="more to redact: NAME=REGEX, each match becomes <NAME> (repeat the flag; a comma separates "
+        "patterns, so write a pattern without one)",
+        json_schema_extra={"flag": "--redact-pattern", "metavar": "NAME=REGEX"},
+    )
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _redact_patterns(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, regex in value.items():
+            try:
+                Pattern.parse(f"{name}={regex}")
+            except CompileConfigError as exc:
+                raise ValueError(exc.reason) from None
+        return value
 
     @field_validator("formats")
     @classmethod

@@ -43,6 +43,7 @@ from prefpair.compile.formats import (
     unsupported_role_sql,
 )
 from prefpair.compile.pipeline import Pipeline
+from prefpair.compile.redaction import card_section, redact_jsonl, redactor
 from prefpair.compile.sql import sql_string
 from prefpair.durable import fsync_path
 from prefpair.schemas.log import TABLES, SegmentName, committed_files, committed_segments, table_files
@@ -223,6 +224,7 @@ def _compile_into(
         written: dict[str, dict[str, tuple[str, int]]] = {}
         meta_written: dict[str, dict[str, tuple[str, int]]] = {}
         format_skips: dict[str, dict[str, int]] = {}
+        redactions: dict[str, dict[str, int]] = {}
         for fmt in config.formats:
             spec = SPECS[fmt]
             source, order = pipeline.outputs[spec.table]
@@ -236,6 +238,7 @@ def _compile_into(
                     counts = {split: n - skipped.get(split, 0) for split, n in counts.items()}
                 keep = f"NOT ({unsupported})"
             written[fmt], meta_written[fmt] = {}, {}
+            redacting = redactor(f"{name}={regex}" for name, regex in config.redact_patterns.items())
             for split in config.splits:
                 rows = counts.get(split, 0)
                 if not rows:
@@ -248,6 +251,8 @@ def _compile_into(
                     f"COPY (SELECT {projection(spec, config)} FROM {source} {where} {order}) "
                     f"TO {sql_string(str(stage / relative))} (FORMAT JSON)"
                 )
+                if config.redact:
+                    redact_jsonl(stage / relative, redacting)
                 log.info("compile: wrote %s (%d rows) in %.1f s", relative, rows, time.monotonic() - started)
                 written[fmt][split] = (relative, rows)
                 if meta_columns(spec, config):
@@ -257,6 +262,8 @@ def _compile_into(
                         f"TO {sql_string(str(stage / meta))} (FORMAT JSON)"
                     )
                     meta_written[fmt][split] = (meta, rows)
+            if config.redact:
+                redactions[fmt] = dict(sorted(redacting.counts.items()))
         subject = _subject(con)
         if version is not None:
             con.execute(
@@ -301,6 +308,7 @@ def _compile_into(
         },
         "files": file_entries,
         **pipeline.sections,
+        "redactions": redactions if config.redact else None,
     }
     output.write_json(stage / output.MANIFEST, manifest)
     card = render_card(
@@ -316,6 +324,8 @@ def _compile_into(
         ),
         config,
     )
+    if config.redact:
+        card += card_section(redactions)
     (stage / output.CARD).write_text(card, encoding="utf-8")
     return CompileResult(
         out_dir=stage,

@@ -12,6 +12,7 @@ from prefpair.config import Settings
 from prefpair.consumers.compaction import DEFAULT_DELETE_AFTER_S, DEFAULT_TARGET_ROWS, compact
 from prefpair.consumers.config import CONSUMER_FLAGS
 from prefpair.consumers.daemon import ConsumerDaemon, log_storage
+from prefpair.consumers.retention import apply_retention
 from prefpair.flags import Flags
 
 
@@ -37,6 +38,12 @@ class CompactOptions(BaseModel):
         ge=0,
         description="Seconds merged parts stay on disk for readers that listed them earlier.",
         json_schema_extra={"flag": "--delete-after"},
+    )
+    retain_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Also remove segments written more than this many days ago (never a partition's newest, nor "
+        "one feedback may still wait in); see prefpair.consumers.retention for what it means for compiles.",
     )
 
 
@@ -80,6 +87,10 @@ def run_consume(args: argparse.Namespace, settings: Settings) -> int:
 def run_compact(args: argparse.Namespace, settings: Settings) -> int:
     options = COMPACT_FLAGS.load(args)
     log_dir = log_storage(settings, CONSUMER_FLAGS.load(args))
+    if options.retain_days is not None:
+        retained = apply_retention(log_dir, options.retain_days)
+        print(f"retention on {log_dir}: {retained.segments_removed} segments older than {options.retain_days:g} days "
+              f"removed, {retained.segments_kept} kept")  # fmt: skip
     report = compact(log_dir, target_rows=options.target_rows, delete_after_s=options.delete_after_s)
     print(
         f"compacted {log_dir}: {report.segments_before} -> {report.segments_after} segments "

@@ -189,6 +189,10 @@ def _stored_lock(root: Storage) -> Iterator[None]:
         lock.delete()
 
 
+log_lock = _lock
+"""The lock of compaction, erasure and retention on a log: one rewrite of a log at a time."""
+
+
 def _delete_covered(log_dir: Path | Storage, older_than_s: float) -> int:
     """Delete merged parts whose merged segment has existed for ``older_than_s`` seconds."""
     if isinstance(log_dir, Storage):

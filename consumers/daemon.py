@@ -29,6 +29,7 @@ from prefpair.consumers.alignment import FEEDBACK, INFERENCE, AlignedPartition
 from prefpair.consumers.collector import PeriodicCollection, manual_collection
 from prefpair.consumers.config import ConsumerConfig
 from prefpair.consumers.dead_letters import DeadLetterSink
+from prefpair.consumers.erasure_follower import ErasureFollower
 from prefpair.consumers.exceptions import ConsumerError, LogWriteError, SegmentCommitError
 from prefpair.consumers.join import HotState, PartitionJoin, feedback_row, inference_row
 from prefpair.consumers.landed import LandedLog
@@ -96,6 +97,7 @@ class ConsumerDaemon:
         self._idle_since: dict[int, float] = {}
         self._landed = LandedLog(self.log_dir)
         self._writer = SegmentWriter(self.log_dir, self.config.compression)
+        self._erasures: ErasureFollower | None = None
         self._dead_letters: DeadLetterSink | None = None
         self._consumer: Consumer | None = None
         self._failed = False
@@ -134,6 +136,8 @@ class ConsumerDaemon:
     def run(self, until_caught_up: bool = False) -> RunStats:
         settings, config = self.settings, self.config
         log_id = bind_log_to_topics(self.log_dir, settings.inference_topic, settings.feedback_topic)
+        self._erasures = ErasureFollower(settings, self.log_dir).start()  # erased rows stay out of new segments
+        self._writer.erasures = self._erasures
         consumer = create_consumer(
             client_config(
                 settings,
@@ -222,6 +226,7 @@ class ConsumerDaemon:
             ("leave the consumer group", lambda: consumer.close() if consumer else None),
             ("close the dead-letter producer", lambda: dead_letters.close() if dead_letters else None),
             ("close the landed-log reader", self._landed.close),
+            ("stop following erasures", lambda: self._erasures.close() if self._erasures else None),
         ]
         for what, step in steps:
             try:

@@ -154,7 +154,12 @@ PENDING_LOG = pa.schema(
 
 Consumer state, not part of the log readers see (:data:`prefpair.schemas.log.TABLES`)."""
 
-SEGMENT_FILES = {**SCHEMAS, "pending": PENDING_LOG}
+ERASED = "erased"
+ERASED_LOG = pa.schema([pa.field("table", pa.string(), nullable=False), pa.field("offset", pa.int64(), nullable=False)])
+"""Tombstones of rows an erasure removed (:mod:`prefpair.consumers.erasure`): their table and offset, nothing else.
+Resume counts a tombstoned feedback offset as resolved, or (``pending``) as waiting."""
+
+SEGMENT_FILES = {**SCHEMAS, "pending": PENDING_LOG, ERASED: ERASED_LOG}
 """Every Parquet file a segment may hold (``<name>.parquet``) and its schema; compaction merges them all."""
 
 
@@ -326,8 +331,15 @@ def read_resume_state(log_dir: LogDir, partition: int) -> ResumeState:
     done_files = [s.file(f"{t}.parquet") for s in relevant for t in ("feedback", "orphans") if s.has(f"{t}.parquet")]
     for table in read_parquets(done_files, columns=["feedback_offset"]):
         resolved.update(table.column(0).to_pylist())
+    erased_waiting: set[int] = set()
+    for table in read_parquets([s.file(f"{ERASED}.parquet") for s in relevant if s.has(f"{ERASED}.parquet")]):
+        for kind, offset in zip(table.column("table").to_pylist(), table.column("offset").to_pylist(), strict=True):
+            if kind in ("feedback", "orphans"):
+                resolved.add(offset)
+            elif kind == PENDING and offset >= start:
+                erased_waiting.add(offset)
     state.pending = [item for offset, item in sorted(waiting.items()) if offset not in resolved]
-    if len(state.pending) != state.pending_count:
+    if len(state.pending) + len(erased_waiting - resolved) != state.pending_count:
         raise CorruptStateError(
             where(path),
             f"records {state.pending_count} waiting feedback events from offset {start}, "
@@ -422,6 +434,22 @@ def write_segment_files(
     except OSError as exc:
         raise CorruptStateError(where(state_file), str(exc)) from None
     return _commit(log_dir, name, fill, state, check_continuity=False)
+
+
+def write_segment_tables(
+    log_dir: LogDir, name: SegmentName, tables: dict[str, pa.Table], state_text: str, *, compression: str = "snappy"
+) -> Path | Storage:
+    """Write one segment from tables of :data:`SEGMENT_FILES` and a ``state.json`` text, atomically
+    (a rewrite of committed ranges: erasure, retention; no continuity check, the ranges exist)."""
+
+    def fill(temp: Path, sync: bool) -> None:
+        for table, data in tables.items():
+            target = temp / f"{table}.parquet"
+            pq.write_table(data.cast(SEGMENT_FILES[table]), target, compression=_codec(compression))
+            if sync:
+                fsync_path(target)
+
+    return _commit(log_dir, name, fill, state_text, check_continuity=False)
 
 
 JoinedPair = tuple[dict[str, Any], dict[str, Any]]

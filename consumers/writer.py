@@ -12,10 +12,11 @@ over, and before it stops, so at most one flush is ever in flight.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -41,6 +42,14 @@ class SealedSegment:
         return sum(len(rows) for rows in self.tables.values())
 
 
+class SegmentFilter(Protocol):
+    """What the writer asks of the erasure follower: a lock, and a segment without erased rows."""
+
+    guard: threading.Lock
+
+    def filter(self, segment: SealedSegment) -> SealedSegment: ...
+
+
 Outcome = tuple[SealedSegment, BaseException | None]
 """A segment and what became of it: None (committed), SegmentCommitError, or the error that stopped the writes."""
 
@@ -53,6 +62,8 @@ class SegmentWriter:
         self.compression = compression
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefpair-segment-writer")
         self._inflight: Future[list[Outcome]] | None = None
+        self.erasures: SegmentFilter | None = None
+        """Leaves erased rows out of each segment just before it is written (erasure_follower)."""
 
     @property
     def busy(self) -> bool:
@@ -77,8 +88,11 @@ class SegmentWriter:
         outcomes: list[Outcome] = []
         for index, segment in enumerate(segments):
             try:
-                write_segment(self.log_dir, segment.name, segment.tables, segment.state, pending=segment.pending,
-                              compression=self.compression)  # fmt: skip
+                if self.erasures is not None:
+                    with self.erasures.guard:
+                        self._write(self.erasures.filter(segment))
+                else:
+                    self._write(segment)
             except SegmentCommitError as exc:  # another owner now: the daemon gives the partition up
                 outcomes.append((segment, exc))
             except BaseException as exc:  # the disk refused: nothing after this is written either
@@ -88,6 +102,10 @@ class SegmentWriter:
             else:
                 outcomes.append((segment, None))
         return outcomes
+
+    def _write(self, segment: SealedSegment) -> None:
+        write_segment(self.log_dir, segment.name, segment.tables, segment.state, pending=segment.pending,
+                      compression=self.compression)  # fmt: skip
 
     def close(self) -> None:
         """Let a write in flight finish (it commits whole or not at all), then stop the thread."""

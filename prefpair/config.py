@@ -31,6 +31,7 @@ DEFAULT_FEEDBACK_TOPIC = "prefpair.feedback"
 DEFAULT_DEAD_LETTER_TOPIC = "prefpair.dead-letters"
 DEFAULT_EXPERIMENTS_TOPIC = "prefpair.experiments"
 DEFAULT_TOKENS_TOPIC = "prefpair.tokens"
+DEFAULT_ERASURE_TOPIC = "prefpair.erasures"
 
 
 class Settings(BaseModel):
@@ -66,6 +67,11 @@ class Settings(BaseModel):
         default=DEFAULT_TOKENS_TOPIC,
         min_length=1,
         description="Topic of presigned token events (issued, used, revoked) that every service instance follows.",
+    )
+    erasure_topic: str = Field(
+        default=DEFAULT_ERASURE_TOPIC,
+        min_length=1,
+        description="Topic of erasure requests (`prefpair erase`): one partition, kept for ever (the audit trail).",
     )
     partitions: int = Field(default=4, ge=1, le=10_000, description="Partitions of each new topic.")
     replication_factor: int = Field(default=1, ge=1, le=32, description="Replicas of each partition of a new topic.")

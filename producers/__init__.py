@@ -13,6 +13,7 @@ from prefpair.producers.delivery import (
     DeliveryReport,
     LoggerStats,
 )
+from prefpair.producers.erasure import request_erasure
 from prefpair.producers.exceptions import (
     DeliveryError,
     FailedEvent,
@@ -33,4 +34,5 @@ __all__ = [
     "PreferenceLogger",
     "ProducerError",
     "QueueFullError",
+    "request_erasure",
 ]

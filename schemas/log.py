@@ -44,7 +44,7 @@ TABLES = ("inference", "feedback", "orphans", "signals")
 SEGMENT_PREFIX = "seg-"
 TEMP_PREFIX = ".tmp-"
 PARTITION_DIR = re.compile(r"^partition=(\d+)$")
-SEGMENT_DIR = re.compile(r"^seg-i(\d+)-(\d+)-f(\d+)-(\d+)(?:-x(\d+))?$")
+SEGMENT_DIR = re.compile(r"^seg-i(\d+)-(\d+)-f(\d+)-(\d+)(?:-x(\d+))?(?:-g(\d+))?$")
 COMMIT_MARKER = "state.json"
 """Written last into every segment; on object storage, a segment without it is not committed."""
 
@@ -177,6 +177,9 @@ class SegmentName:
     time produced, i.e. feedback that waited past its grace and became orphans; its ``sequence``
     (``-x<n>`` in the name) orders it after the segment it follows. Such segments are never
     merged by compaction and never count as covered.
+
+    ``generation`` (``-g<n>``) counts rewrites of the same ranges (erasure and retention rewrite a
+    segment without some rows): of equal ranges readers see the highest generation only.
     """
 
     partition: int
@@ -185,6 +188,7 @@ class SegmentName:
     feedback_start: int
     feedback_end: int
     sequence: int = 0
+    generation: int = 0
 
     @property
     def zero_width(self) -> bool:
@@ -196,7 +200,14 @@ class SegmentName:
             f"{SEGMENT_PREFIX}i{self.inference_start:020d}-{self.inference_end:020d}"
             f"-f{self.feedback_start:020d}-{self.feedback_end:020d}"
         )
-        return f"{name}-x{self.sequence:020d}" if self.sequence else name
+        name = f"{name}-x{self.sequence:020d}" if self.sequence else name
+        return f"{name}-g{self.generation:06d}" if self.generation else name
+
+    @property
+    def ranges(self) -> tuple[int, int, int, int, int, int]:
+        """What a segment holds, whatever its generation: partition, both ranges and sequence."""
+        return (self.partition, self.inference_start, self.inference_end, self.feedback_start, self.feedback_end,
+                self.sequence)  # fmt: skip
 
     @property
     def resume_key(self) -> tuple[int, int, int]:
@@ -277,7 +288,13 @@ def _without_covered(found: list[tuple[SegmentName, _P]]) -> list[tuple[SegmentN
     Compaction renames the merged segment into place before it deletes the parts; in between
     (or after a crash there) both exist, and readers must see each row once. Segments of a
     partition form a chain (both ranges only grow), so one pass in start order finds them.
+    Of generations of the same ranges (rewrites), only the highest is kept.
     """
+    newest: dict[tuple[int, ...], tuple[SegmentName, _P]] = {}
+    for name, path in found:
+        if name.ranges not in newest or newest[name.ranges][0].generation < name.generation:
+            newest[name.ranges] = (name, path)
+    found = list(newest.values())
     kept: list[tuple[SegmentName, _P]] = []
     ordered = sorted(
         found, key=lambda item: (item[0].partition, item[0].inference_start, item[0].feedback_start,

@@ -26,6 +26,7 @@ from prefpair import __version__
 from prefpair.config import Settings
 from prefpair.errors import ConfigError
 from prefpair.service.config import ServiceConfig
+from prefpair.service.erasure_routes import add_erasure_routes
 from prefpair.service.experiment_routes import ExperimentCatalog, add_experiment_routes
 from prefpair.service.feedback_routes import add_feedback_routes
 from prefpair.service.followers import FollowerStarter
@@ -132,6 +133,7 @@ def add_routes(app: FastAPI, state: ServiceState, catalog: ExperimentCatalog) ->
     add_token_admin_routes(app, state)
     add_experiment_routes(app, state, catalog)
     add_read_routes(app, state)
+    add_erasure_routes(app, state)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:

@@ -88,6 +88,11 @@ class ServiceConfig(BaseModel):
         description="API keys, comma separated (never a flag: flags show in process lists).",
         json_schema_extra={"flag": None},
     )
+    admin_keys: tuple[SecretStr, ...] = Field(
+        default=(),
+        description="Admin keys for POST /v1/erasures, comma separated (never a flag); none: erasure over HTTP is off.",
+        json_schema_extra={"flag": None},
+    )
     token_secrets_file: Path | None = Field(
         default=None, description="File with KID:SECRET lines, the current one first; adds to PREFPAIR_TOKEN_SECRETS."
     )
@@ -159,6 +164,11 @@ class ServiceConfig(BaseModel):
         if value is not None:
             _read_lines(value)
         return value
+
+    @field_validator("admin_keys", mode="before")
+    @classmethod
+    def _admin_keys(cls, value: Any) -> tuple[Any, ...]:
+        return tuple(_listed(value))
 
     @field_validator("api_keys", mode="before")
     @classmethod

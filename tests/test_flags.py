@@ -24,6 +24,7 @@ from pydantic import BaseModel, SecretStr
 from prefpair.broker.cli import BROKER_FLAGS
 from prefpair.cli import build_parser, leaf_parsers, main, settings_from_args
 from prefpair.cli.demo import DEMO_FLAGS
+from prefpair.cli.erase import ERASE_FLAGS
 from prefpair.cli.logs import LOG_FLAGS
 from prefpair.compile.cli import JOB_FLAGS as COMPILE_JOB_FLAGS
 from prefpair.compile.config import COMPILE_FLAGS
@@ -45,7 +46,7 @@ RunCli = Callable[..., "subprocess.CompletedProcess[str]"]
 FLAG_SETS: tuple[Flags[Any], ...] = (
     SETTINGS_FLAGS, LOG_FLAGS, TOPICS_FLAGS, BROKER_FLAGS, CONSUMER_FLAGS, CONSUME_RUN_FLAGS, COMPACT_FLAGS,
     COMPILE_FLAGS, COMPILE_JOB_FLAGS, SERVICE_FLAGS, QUERY_FLAGS, REPORT_FLAGS, REPORT_JOB_FLAGS, DEMO_FLAGS,
-    JUDGE_FLAGS,
+    JUDGE_FLAGS, ERASE_FLAGS,
 )  # fmt: skip
 OWNERS: dict[str, tuple[Flags[Any], Option]] = {
     option.dest: (flags, option) for flags in FLAG_SETS for option in flags.options
@@ -88,6 +89,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("Settings", "dead_letter_topic"): case(("--dead-letter-topic", "t.d"), "t.d", "t.d"),
     ("Settings", "experiments_topic"): case(("--experiments-topic", "t.e"), "t.e", "t.e"),
     ("Settings", "tokens_topic"): case(("--tokens-topic", "t.t"), "t.t", "t.t"),
+    ("Settings", "erasure_topic"): case(("--erasure-topic", "t.x"), "t.x", "t.x"),
     ("Settings", "partitions"): case(("--partitions", "8"), "8", 8),
     ("Settings", "replication_factor"): case(("--replication-factor", "3"), "3", 3),
     ("Settings", "retention_ms"): case(("--retention-ms", "-1"), "-1", -1),
@@ -127,7 +129,15 @@ CASES: dict[tuple[str, str], Case] = {
     ("ConsumerConfig", "max_queued_bytes"): case(("--max-queued-bytes", "4096"), "4096", 4096),
     ("ConsumerConfig", "backlog_flush_interval_ms"): case(("--backlog-flush-interval-ms", "900"), "900", 900),
     ("ConsumeRun", "until_caught_up"): case(("--until-caught-up",), "true", True),
+    ("EraseCommand", "user"): case(("--user", "u-9"), "u-9", "u-9"),
+    ("EraseCommand", "request_id"): case(("--request-id", "r-9"), "r-9", "r-9"),
+    ("EraseCommand", "session_id"): case(("--session-id", "s-9"), "s-9", "s-9"),
+    ("EraseCommand", "requested_by"): case(("--requested-by", "ops"), "ops", "ops"),
+    ("EraseCommand", "reader_grace_s"): case(("--reader-grace", "1"), "1", 1.0),
+    ("EraseCommand", "consumer_wait_s"): case(("--consumer-wait", "9"), "9", 9.0),
+    ("EraseCommand", "datasets"): case(("--datasets", "/d"), "/d", "/d"),
     ("CompactOptions", "target_rows"): case(("--target-rows", "10"), "10", 10),
+    ("CompactOptions", "retain_days"): case(("--retain-days", "30"), "30", 30.0),
     ("CompactOptions", "delete_after_s"): case(("--delete-after", "0"), "0", 0.0),
     ("CompileConfig", "formats"): case(("--format", "openai", "--format", "TRL"), "trl,openai", ("trl", "openai")),
     ("CompileConfig", "rankings"): case(("--rankings", "best_worst"), "best_worst", "best_worst"),
@@ -161,6 +171,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("CompileConfig", "engine"): case(("--engine", "SPARK"), "spark", "spark"),
     ("CompileConfig", "spark_master"): case(("--spark-master", "spark://h:7077"), "spark://h:7077", "spark://h:7077"),
     ("CompileConfig", "margin_scale"): case(("--margin-scale", "0.5"), "0.5", 0.5),
+    ("CompileConfig", "redact"): case(("--no-redact",), "false", False),
+    ("CompileConfig", "redact_patterns"): case(("--redact-pattern", "emp=EMP-[0-9]+"), "emp=EMP-[0-9]+",
+                                               {"emp": "EMP-[0-9]+"}),
     ("CompileConfig", "text_prompt"): case(("--text-prompt", "FOLD"), "fold", "fold"),
     ("CompileConfig", "implicit"): case(("--implicit", "ONLY"), "only", "only"),
     ("CompileConfig", "implicit_rules"): case(("--implicit-rules", "/r.toml"), "/r.toml", "/r.toml"),
@@ -181,6 +194,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("ServiceConfig", "api_keys_file"): case(("--api-keys-file", f"{TMP}/keys"), f"{TMP}/keys",
                                              (SecretStr("key-from-file"),), read="api_keys"),
     ("ServiceConfig", "api_keys"): case(None, "a, b", (SecretStr("a"), SecretStr("b"))),
+    ("ServiceConfig", "admin_keys"): case(None, "k1,k2", (SecretStr("k1"), SecretStr("k2"))),
     ("ServiceConfig", "token_secrets_file"): case(("--token-secrets-file", f"{TMP}/secrets"), f"{TMP}/secrets",
                                                   (TokenSecret(kid="f1", secret=SecretStr(SECRET)),),
                                                   read="token_secrets"),

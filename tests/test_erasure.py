@@ -1,0 +1,294 @@
+"""Erasure end to end: traffic of several users through Kafka and the consumer, one user erased while
+the consumer runs; no row of theirs anywhere after, everyone else's rows intact, resume still exact."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import MakeSettings, RunCli
+from consumer_support import feedback_rows, log_ids
+from events import RawProducer, inference, pairwise
+from pydantic import SecretStr
+from service_support import refused, serve
+
+from prefpair.compile import CompileConfig, compile_dataset
+from prefpair.consumers import ConsumerConfig, ConsumerDaemon
+from prefpair.consumers.erasure import erase_from_log, read_statuses, write_status
+from prefpair.consumers.retention import apply_retention
+from prefpair.erasures import ErasureError, erasure_request, publish_erasure, read_erasures
+from prefpair.producers import request_erasure
+from prefpair.schemas.log import SegmentName, committed_files
+from prefpair.service.reads import LogReader
+from prefpair.simulate import LogBuilder
+from prefpair.storage import S3Storage
+
+USERS = ("u0", "u1", "u2", "u3")
+ERASED = "u1"
+ADMIN = "admin-key-" + "a" * 24
+ERASE_BOUND_S = 60.0
+"""The stated bound: an erasure on a small log beside a running consumer completes within a minute."""
+
+
+def _send(producer: RawProducer, user: str, n: int, tag: str) -> tuple[set[str], set[str]]:
+    requests: set[str] = set()
+    feedback: set[str] = set()
+    for i in range(n):
+        request_id = f"{tag}-{user}-{i}"
+        event = inference(request_id)
+        event["user_id"] = user
+        event["prompt"] = f"prompt of {user} number {i} {tag}"
+        producer.inference(event)
+        fb = pairwise(request_id)
+        producer.feedback(fb)
+        requests.add(request_id)
+        feedback.add(fb["event_id"])
+    return requests, feedback
+
+
+def _wait(condition: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.2)
+
+
+def _all_parquet_request_ids(log_dir: Path) -> set[str]:
+    """Request ids and ``user:<id>`` of every row of every Parquet file under the log, consumer state included."""
+    found: set[str] = set()
+    for file in log_dir.rglob("*.parquet"):
+        found |= _all_parquet_request_ids_of(file)
+    return found
+
+
+def _all_parquet_request_ids_of(file: Path) -> set[str]:
+    table = pq.read_table(file)
+    found: set[str] = set()
+    if "request_id" in table.column_names:
+        found.update(table.column("request_id").to_pylist())
+    if "user_id" in table.column_names:
+        found.update(f"user:{u}" for u in table.column("user_id").to_pylist())
+    return found
+
+
+def test_erasing_a_user_while_the_consumer_runs(make_settings: MakeSettings, run_cli: RunCli, tmp_path: Path) -> None:
+    erasure_topic = f"test.{uuid.uuid4().hex[:12]}.erasures"
+    settings = make_settings(partitions=2, erasure_topic=erasure_topic)
+    producer = RawProducer(settings)
+    sent = {user: _send(producer, user, 15, "a") for user in USERS}
+    producer.flush()
+    config = ConsumerConfig(group_id="erase", grace_ms=1500, flush_interval_ms=100)
+    daemon = ConsumerDaemon(settings, config)
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    log_dir = Path(settings.log_dir)
+    try:
+        _wait(lambda: len(log_ids(log_dir)["feedback"]) == 15 * len(USERS))
+        datasets = tmp_path / "datasets"
+        compile_dataset(log_dir, datasets, CompileConfig.parse({"formats": ["trl"], "incremental": True}))
+        env = {"PREFPAIR_ERASURE_TOPIC": erasure_topic}
+        started = time.monotonic()
+        done = run_cli("erase", "--user", ERASED, "--reader-grace", "0.2", "--requested-by", "test",
+                       "--datasets", str(datasets), settings=settings, env=env)  # fmt: skip
+        elapsed = time.monotonic() - started
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        print(f"erasure complete in {elapsed:.2f} s (bound {ERASE_BOUND_S:.0f} s): {result}")
+        assert elapsed < ERASE_BOUND_S
+        assert result["status"] == "complete" and result["rows_removed"]["inference"] == 15
+        assert result["affected_versions"] == ["v00001"]
+        assert result["rebuild"] == f"prefpair compile --incremental --out {datasets}.rebuilt"
+        status = json.loads(Path(result["status_file"]).read_text(encoding="utf-8"))
+        assert status["kind"] == "user" and status["value"] == ERASED and status["requested_by"] == "test"
+
+        # late events: a new request of the erased user, feedback on an old one, and others' traffic
+        late = {user: _send(producer, user, 3, "late") for user in USERS}
+        producer.feedback(pairwise(sorted(sent[ERASED][0])[0]))
+        producer.flush()
+        _wait(lambda: len(log_ids(log_dir)["inference"]) == 18 * (len(USERS) - 1))
+        time.sleep(2.0)  # the erased user's late feedback: joined or orphaned, then left out
+    finally:
+        daemon.stop()
+        thread.join()
+
+    erased_ids = sent[ERASED][0] | late[ERASED][0]
+    everywhere = _all_parquet_request_ids(log_dir)
+    theirs = erased_ids | {f"user:{ERASED}"}
+    assert [(str(f), pq.read_table(f).to_pylist()) for f in log_dir.rglob("*.parquet")
+            if _all_parquet_request_ids_of(f) & theirs] == []
+    assert not (everywhere & erased_ids) and f"user:{ERASED}" not in everywhere
+    kept = {user: sent[user][0] | late[user][0] for user in USERS if user != ERASED}
+    ids = log_ids(log_dir)
+    assert len(ids["inference"]) == len(set(ids["inference"])) == 18 * 3
+    assert len(ids["feedback"]) == len(set(ids["feedback"])) == 18 * 3
+    assert {f"user:{u}" for u in kept} <= everywhere
+
+    reader = LogReader(log_dir)
+    assert all(reader.get_request(r) is None for r in sorted(erased_ids)[:5])
+    assert all(reader.get_request(r) is not None for r in sorted(kept["u0"])[:5])
+
+    result = compile_dataset(log_dir, tmp_path / "out", CompileConfig.parse({"splits": {"train": 1.0},
+                                                                             "formats": ["trl"]}))
+    text = (result.out_dir / "trl" / "train.jsonl").read_text(encoding="utf-8")
+    assert f"prompt of {ERASED} " not in text and "prompt of u0 number 0 a" in text
+    assert result.pairs_total == 18 * 3
+
+    # resume is exact on the rewritten log: more traffic, a second run, every event once
+    more = _send(producer, "u2", 5, "more")
+    producer.flush()
+    ConsumerDaemon(settings, config).run(until_caught_up=True)
+    ids = log_ids(log_dir)
+    assert len(ids["inference"]) == len(set(ids["inference"])) == 18 * 3 + 5
+    assert len(ids["feedback"]) == len(set(ids["feedback"])) == 18 * 3 + 5
+    assert more[1] <= set(ids["feedback"])
+
+
+def test_the_service_endpoint_and_the_sdk_publish_and_reads_stop_at_once(make_settings: MakeSettings) -> None:
+    settings = make_settings(partitions=1, erasure_topic=f"test.{uuid.uuid4().hex[:12]}.erasures")
+    log = LogBuilder(Path(settings.log_dir))
+    for user in ("ana", "bo"):
+        for i in range(3):
+            log.inference(f"r-{user}-{i}", prompt=f"{user} asks {i}", user_id=user, session_id=f"s-{user}")
+            log.pairwise(f"r-{user}-{i}", "a", "b")
+    log.commit()
+    with serve(settings, admin_keys=(SecretStr(ADMIN),)) as served:
+        assert served.client.get("/v1/requests/r-ana-0").status_code == 200
+        refused(served.client.post("/v1/erasures", json={"kind": "user", "value": "ana"}), 401, "X-Admin-Key")
+        refused(served.client.post("/v1/erasures", json={"kind": "user", "value": "ana"},
+                                   headers={"X-Admin-Key": "wrong"}), 401, "invalid")  # fmt: skip
+        refused(served.client.post("/v1/erasures", json={"kind": "planet", "value": "ana"},
+                                   headers={"X-Admin-Key": ADMIN}), 422)  # fmt: skip
+        accepted = served.client.post("/v1/erasures", json={"kind": "user", "value": "ana"},
+                                      headers={"X-Admin-Key": ADMIN})  # fmt: skip
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["kind"] == "user" and accepted.json()["value"] == "ana"
+        # at once, before the log is rewritten: reads leave the user's requests and feedback out
+        assert served.client.get("/v1/requests/r-ana-0").status_code == 404
+        listed = served.client.get("/v1/feedback").json()["items"]
+        assert {item["request_id"] for item in listed} == {f"r-bo-{i}" for i in range(3)}
+        assert served.client.get("/v1/requests/r-bo-1").status_code == 200
+        assert "/v1/erasures" in served.client.get("/openapi.json").json()["paths"]
+    with serve(settings) as served:  # no admin key configured: erasure over HTTP is off
+        refused(served.client.post("/v1/erasures", json={"kind": "user", "value": "x"},
+                                   headers={"X-Admin-Key": ADMIN}), 403, "no admin key")  # fmt: skip
+
+    by_sdk = request_erasure(session_id="s-bo", requested_by="support-ticket-7", settings=settings)
+    with pytest.raises(ErasureError, match="exactly one"):
+        request_erasure(user="a", request_id="b", settings=settings)
+    requests, end = read_erasures(settings)
+    assert end == 2 and [(r.kind, r.value) for r in requests] == [("user", "ana"), ("session", "s-bo")]
+    assert requests[0].requested_by.startswith("service admin key ") and requests[1] == by_sdk
+
+    report = erase_from_log(Path(settings.log_dir), requests, reader_grace_s=0)
+    assert report.rows_removed == {"inference": 6, "feedback": 6}
+    assert _all_parquet_request_ids(Path(settings.log_dir)) == set()
+
+
+def test_retention_removes_old_segments_and_the_log_still_resumes_exactly(
+    make_settings: MakeSettings, run_cli: RunCli, tmp_path: Path
+) -> None:
+    settings = make_settings(partitions=1, erasure_topic=f"test.{uuid.uuid4().hex[:12]}.erasures")
+    producer = RawProducer(settings)
+    config = ConsumerConfig(group_id="retain", grace_ms=1500, flush_interval_ms=100)
+    log_dir = Path(settings.log_dir)
+    batches = []
+    for tag in ("old", "older"):
+        batches.append(_send(producer, "u0", 4, tag))
+        producer.flush()
+        ConsumerDaemon(settings, config).run(until_caught_up=True)
+    before = log_ids(log_dir)
+    assert len(before["inference"]) == 8
+    assert apply_retention(log_dir, 30, reader_grace_s=0).segments_removed == 0  # nothing is 30 days old
+    in_two_days = int(time.time() * 1000) + 2 * 86_400_000
+    report = apply_retention(log_dir, 1, now_ms=in_two_days, reader_grace_s=0)
+    assert report.segments_removed >= 1 and report.segments_kept == 1  # the newest is the resume point
+    kept = log_ids(log_dir)
+    assert 0 < len(kept["inference"]) < 8 and set(kept["inference"]) < set(before["inference"])
+    assert not [p for p in (log_dir / "partition=00000").iterdir() if p.name.startswith(".tmp-")]
+
+    fresh = _send(producer, "u0", 3, "fresh")
+    producer.flush()
+    ConsumerDaemon(settings, config).run(until_caught_up=True)
+    after = log_ids(log_dir)
+    assert len(after["inference"]) == len(set(after["inference"])) == len(kept["inference"]) + 3
+    assert len(after["feedback"]) == len(set(after["feedback"])) == len(kept["feedback"]) + 3
+    assert fresh[1] <= set(after["feedback"])
+
+    shown = run_cli("compact", "--retain-days", "30", settings=settings)
+    assert shown.returncode == 0, shown.stderr
+    assert "0 segments older than 30 days removed" in shown.stdout
+
+
+def test_erasure_and_retention_on_an_s3_log(s3_root: S3Storage, tmp_path: Path) -> None:
+    local = tmp_path / "log"
+    log = LogBuilder(local)
+    for user in ("ana", "bo"):
+        for i in range(2):
+            log.inference(f"r-{user}-{i}", prompt=f"{user} asks {i}", user_id=user)
+            log.pairwise(f"r-{user}-{i}", "a", "b")
+        log.commit()
+    for file in sorted(p for p in local.rglob("*") if p.is_file()):  # the same log, on S3
+        (s3_root / file.relative_to(local).as_posix()).upload(file)
+    request = erasure_request("user", "ana", "test")
+    report = erase_from_log(s3_root, [request], reader_grace_s=0)
+    assert report.rows_removed == {"inference": 2, "feedback": 2} and report.segments_rewritten == 1
+    write_status(s3_root, [request], report)
+    segments, _ = committed_files(s3_root)
+    assert [name.generation for name, _ in segments] == [1, 0]
+    old = SegmentName(*segments[0][0].ranges).dirname  # generation 0: deleted, marker and files
+    assert not [key for key in s3_root.list_files() if f"/{old}/" in f"/{key}"]
+    requests = set()
+    for table in ("inference", "feedback"):
+        for folder in (folder for _, folder in segments):
+            if (folder / f"{table}.parquet").exists():
+                requests |= set(pq.read_table(pa.BufferReader((folder / f"{table}.parquet").read_bytes()))
+                                .column("request_id").to_pylist())  # fmt: skip
+    assert requests == {"r-bo-0", "r-bo-1"}
+    assert read_statuses(s3_root)[0]["status"] == "complete"
+    retained = apply_retention(s3_root, 1, now_ms=int(time.time() * 1000) + 2 * 86_400_000, reader_grace_s=0)
+    assert (retained.segments_removed, retained.segments_kept) == (1, 1)
+    assert len(committed_files(s3_root)[0]) == 1
+
+
+def test_erased_feedback_still_waiting_is_tombstoned_and_resume_adds_up(make_settings: MakeSettings) -> None:
+    settings = make_settings(partitions=1, erasure_topic=f"test.{uuid.uuid4().hex[:12]}.erasures")
+    producer = RawProducer(settings)
+    producer.inference(inference("r-seen"))
+    producer.feedback(pairwise("r-erased"))  # their inference comes later: both wait, stored in pending.parquet
+    producer.feedback(pairwise("r-kept"))
+    producer.flush()
+    config = ConsumerConfig(group_id="pending", grace_ms=600_000, flush_interval_ms=100)
+    daemon = ConsumerDaemon(settings, config)
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    log_dir = Path(settings.log_dir)
+    try:
+        _wait(lambda: any(log_dir.rglob("pending.parquet")) and len(log_ids(log_dir)["inference"]) == 1)
+    finally:
+        daemon.stop()
+        thread.join()
+    assert _all_parquet_request_ids(log_dir) >= {"r-erased", "r-kept"}
+
+    request = erasure_request("request", "r-erased", "test")
+    publish_erasure(settings, request)
+    report = erase_from_log(log_dir, [request], reader_grace_s=0)
+    assert report.rows_removed == {"pending": 1}
+    write_status(log_dir, [request], report)
+    assert "r-erased" not in _all_parquet_request_ids(log_dir)
+
+    producer.inference(inference("r-erased"))
+    producer.inference(inference("r-kept"))
+    producer.flush()
+    ConsumerDaemon(settings, config).run(until_caught_up=True)  # resumes: one waits (r-kept), one is erased
+    rows = [(row["request_id"], row["join_path"]) for row in feedback_rows(log_dir)]
+    assert rows == [("r-kept", "waited")]
+    assert "r-erased" not in _all_parquet_request_ids(log_dir)
+    assert sorted(log_ids(log_dir)["inference"]) == sorted(set(log_ids(log_dir)["inference"]))
+    assert len(log_ids(log_dir)["inference"]) == 2  # r-seen and r-kept
