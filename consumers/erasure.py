@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 STATUS_DIR = "erasures"
 DEFAULT_READER_GRACE_S = 5.0
 _OFFSET_COLUMN = {"inference": "inference_offset", "feedback": "feedback_offset", "orphans": "feedback_offset",
-                  PENDING: "feedback_offset"}  # fmt: skip
+                  "signals": "signal_offset", PENDING: "feedback_offset"}  # fmt: skip
 
 
 @dataclass

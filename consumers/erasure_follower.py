@@ -104,9 +104,8 @@ class ErasureFollower:
         tables: dict[str, Any] = dict(segment.tables)
         tombstones: list[tuple[str, int]] = []
         for table, data in segment.tables.items():
-            if table == "orphans":
+            if not isinstance(data, pa.Table):  # rows not yet converted (orphans, signals): below
                 continue
-            assert isinstance(data, pa.Table)
             hit = self._hits(data)
             if hit is None:
                 continue
@@ -116,11 +115,11 @@ class ErasureFollower:
             column = "inference_offset" if table == "inference" else "feedback_offset"
             tombstones += [(table, int(o)) for o in gone.column(column).to_pylist()]
             tables[table] = data.filter(pc.invert(hit))
-        orphans = segment.tables.get("orphans", [])
-        if isinstance(orphans, list):
-            tables["orphans"] = [row for row in orphans if row["request_id"] not in self.request_ids]
-            tombstones += [("orphans", int(row["feedback_offset"])) for row in orphans
-                           if row["request_id"] in self.request_ids]  # fmt: skip
+        for table, offset in (("orphans", "feedback_offset"), ("signals", "signal_offset")):
+            rows = segment.tables.get(table, [])
+            if isinstance(rows, list):
+                tables[table] = [row for row in rows if row["request_id"] not in self.request_ids]
+                tombstones += [(table, int(row[offset])) for row in rows if row["request_id"] in self.request_ids]
         pending = [item for item in segment.pending if item.row["request_id"] not in self.request_ids]
         tombstones += [(PENDING, item.offset) for item in segment.pending if item.row["request_id"] in self.request_ids]
         if not tombstones:

@@ -14,7 +14,7 @@ from confluent_kafka import Producer
 
 from prefpair.config import Settings
 from prefpair.kafka import KEY_PARTITIONER
-from prefpair.schemas.registry import FEEDBACK, INFERENCE
+from prefpair.schemas.registry import FEEDBACK, INFERENCE, SIGNAL
 from prefpair.schemas.wire import SingleObjectCodec
 
 CODEC = SingleObjectCodec()
@@ -88,6 +88,15 @@ class RawProducer:
         """Send a feedback event; ``timestamp_ms`` sets the record timestamp (default: now)."""
         value = CODEC.encode(FEEDBACK, event)
         self._send(self.settings.feedback_topic, event["request_id"], value, timestamp_ms)
+        return value
+
+    def signal(self, request_id: str, kind: str, *, candidate_id: str | None = None) -> bytes:
+        """Send an implicit signal (on the feedback topic, as the SDK does)."""
+        record = {"signal_id": uuid.uuid4().hex, "request_id": request_id, "timestamp_ms": 1_700_000_000_000, "kind": kind,
+                  "candidate_id": candidate_id, "value": None, "text": None, "dwell_ms": None, "source": None,
+                  "metadata": {}}  # fmt: skip
+        value = CODEC.encode(SIGNAL, record)
+        self._send(self.settings.feedback_topic, request_id, value)
         return value
 
     def raw(self, topic: str, key: str, value: bytes, *, timestamp_ms: int | None = None) -> None:

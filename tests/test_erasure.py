@@ -25,7 +25,7 @@ from prefpair.consumers.erasure import erase_from_log, read_statuses, write_stat
 from prefpair.consumers.retention import apply_retention
 from prefpair.erasures import ErasureError, erasure_request, publish_erasure, read_erasures
 from prefpair.producers import request_erasure
-from prefpair.schemas.log import SegmentName, committed_files
+from prefpair.schemas.log import SegmentName, committed_files, table_files
 from prefpair.service.reads import LogReader
 from prefpair.simulate import LogBuilder
 from prefpair.storage import S3Storage
@@ -48,6 +48,7 @@ def _send(producer: RawProducer, user: str, n: int, tag: str) -> tuple[set[str],
         producer.inference(event)
         fb = pairwise(request_id)
         producer.feedback(fb)
+        producer.signal(request_id, "copy", candidate_id="c0")  # signals of an erased user go too
         requests.add(request_id)
         feedback.add(fb["event_id"])
     return requests, feedback
@@ -129,6 +130,8 @@ def test_erasing_a_user_while_the_consumer_runs(make_settings: MakeSettings, run
     assert len(ids["inference"]) == len(set(ids["inference"])) == 18 * 3
     assert len(ids["feedback"]) == len(set(ids["feedback"])) == 18 * 3
     assert {f"user:{u}" for u in kept} <= everywhere
+    signals = [r for f in table_files(log_dir, "signals") for r in pq.read_table(f).column("request_id").to_pylist()]
+    assert sorted(signals) == sorted(set().union(*kept.values()))  # one each, the erased user's gone
 
     reader = LogReader(log_dir)
     assert all(reader.get_request(r) is None for r in sorted(erased_ids)[:5])
