@@ -17,6 +17,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -412,20 +413,43 @@ def bench_latency(results: Results, bootstrap: str, home: Path, count: int, rate
 
 
 # --------------------------------------------------------------------------- compile
-def bench_compile(results: Results, home: Path, requests: int) -> None:
-    import duckdb
+def compile_bench_log(log_dir: Path, requests: int) -> tuple[int, str]:
+    """The compile's simulated log in ``log_dir``: its feedback rows, and a note on how it came.
 
-    from prefpair.compile import CompileConfig, compile_dataset
-    from prefpair.schemas.log import table_files
+    A log this function built before for the same number of requests (its ``bench-log.json``
+    says so) is reused; anything else in ``log_dir`` is replaced by a new build.
+    """
     from prefpair.simulate import write_log
 
-    log_dir = home / "compile-log"
+    marker = log_dir / "bench-log.json"
+    wanted = {"requests": requests, "seed": 1}
+    if marker.is_file():
+        built = json.loads(marker.read_text(encoding="utf-8"))
+        if {k: built.get(k) for k in wanted} == wanted:
+            return int(built["feedback_rows"]), (
+                f"compile: simulated log of {built['feedback_rows']:,} feedback rows "
+                f"({built['inference_rows']:,} requests), reused from {log_dir}"
+            )
+    shutil.rmtree(log_dir, ignore_errors=True)
     started = time.perf_counter()
     written = write_log(compile_log(requests, seed=1), log_dir)  # as the consumer would write it
     took = time.perf_counter() - started
     rows = written.feedback_rows
-    results.notes.append(f"compile: simulated log of {rows:,} feedback rows ({written.inference_rows:,} requests) "
-                         f"written in {took:.0f} s")  # fmt: skip
+    marker.write_text(json.dumps({**wanted, "feedback_rows": rows, "inference_rows": written.inference_rows}),
+                      encoding="utf-8")  # fmt: skip
+    return rows, (f"compile: simulated log of {rows:,} feedback rows ({written.inference_rows:,} requests) "
+                  f"written in {took:.0f} s")  # fmt: skip
+
+
+def bench_compile(results: Results, home: Path, requests: int, log_dir: Path | None = None) -> None:
+    import duckdb
+
+    from prefpair.compile import CompileConfig, compile_dataset
+    from prefpair.schemas.log import table_files
+
+    log_dir = log_dir or home / "compile-log"
+    rows, note = compile_bench_log(log_dir, requests)
+    results.notes.append(note)
     files = [str(f) for f in table_files(log_dir, "feedback")]
     out = home / "bare.jsonl"
     db = duckdb.connect(config={"threads": os.cpu_count() or 2})
@@ -547,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", help="run only these sections (producer, consumer, backlog, "
                         "memory, latency, compile)")  # fmt: skip
     parser.add_argument("--backlog-requests", type=int, help="requests in the backlog section [100,000]")
+    parser.add_argument("--compile-log", type=Path, help="keep the compile section's simulated log in this "
+                        "directory; later runs of the same size reuse it (building it takes minutes)")  # fmt: skip
     args = parser.parse_args(argv)
     # compile: simulated requests, about one feedback row each
     sizes = {"producer": 2_000 if args.quick else 20_000, "consumer": 2_000 if args.quick else 15_000,
@@ -575,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
             if "s3" in wanted:
                 bench_s3(results, bootstrap, home, sizes["s3"])
         if "compile" in wanted:
-            bench_compile(results, home, sizes["compile"])
+            bench_compile(results, home, sizes["compile"], args.compile_log)
     seconds = time.perf_counter() - started
     info = machine()
     table = markdown(results, info, seconds)
