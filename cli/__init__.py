@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "prefpair.service.cli",
     "prefpair.report.cli",
     "prefpair.judge.cli",
+    "prefpair.cli.experiments",
     "prefpair.cli.demo",
 )
 

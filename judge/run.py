@@ -244,7 +244,9 @@ class _Attempt:
             if verdict.winner is not None:
                 metadata[f"judge_verdict_{n}"] = verdict.winner
         common: dict[str, Any] = {"feedback_id": task.feedback_id, "key": self.config.feedback_key,
-                                  "source": source, "candidates": task.candidates}  # fmt: skip
+                                  "source": source, "candidates": task.candidates,
+                                  "experiment_id": self.config.experiment_id,
+                                  "feedback_group_id": self.config.feedback_group_id}  # fmt: skip
         if self.config.kind == "pairwise":
             first, second = verdicts
             agreed = first.winner == second.winner

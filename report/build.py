@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from prefpair.report.config import ReportConfig
 from prefpair.report.experiments import experiments, read_definitions
 from prefpair.report.load import LogData, load_log
 from prefpair.report.render import PLOT_IDS, render_html
+from prefpair.schemas.experiments import Experiment
 from prefpair.storage import LocalStorage, Storage
 
 HTML_NAME = "report.html"
@@ -60,17 +62,26 @@ class Report(Generic[Where]):
 
 
 @overload
-def build_report(log_dir: Path | Storage, out_dir: Path, config: ReportConfig | None = None) -> Report[Path]: ...
-@overload
-def build_report(log_dir: Path | Storage, out_dir: Storage, config: ReportConfig | None = None) -> Report[Storage]: ...
 def build_report(
-    log_dir: Path | Storage, out_dir: Path | Storage, config: ReportConfig | None = None
+    log_dir: Path | Storage, out_dir: Path, config: ReportConfig | None = None,
+    definitions: Sequence[Experiment] | None = None,
+) -> Report[Path]: ...
+@overload
+def build_report(
+    log_dir: Path | Storage, out_dir: Storage, config: ReportConfig | None = None,
+    definitions: Sequence[Experiment] | None = None,
+) -> Report[Storage]: ...
+def build_report(
+    log_dir: Path | Storage, out_dir: Path | Storage, config: ReportConfig | None = None,
+    definitions: Sequence[Experiment] | None = None,
 ) -> Report[Path] | Report[Storage]:
     """Analyse the committed log in ``log_dir`` (or ``config.dataset``, a compiled dataset) and
     write ``report.json`` then ``report.html`` into ``out_dir``, each atomically.
 
     Either may be a folder or object storage (:mod:`prefpair.storage`); on object storage each file
     is one PUT, so a reader gets the old file or the new one, as the rename gives locally.
+    ``definitions`` name the experiments (read from the experiments topic by the caller); without
+    them, those of ``config.experiments`` (a file), if any.
     """
     config = config or ReportConfig()
     if config.dataset is not None:
@@ -82,7 +93,7 @@ def build_report(
         data = load_log(log_dir if isinstance(log_dir, Storage) else Path(log_dir))
         source = str(log_dir)
     try:
-        content = compute(data, config)
+        content = compute(data, config, definitions)
     finally:
         data.con.close()
     content["inputs"] = {
@@ -98,8 +109,11 @@ def build_report(
     return Report(html_path=Path(out_dir) / HTML_NAME, json_path=Path(out_dir) / JSON_NAME, data=_jsonable(content))
 
 
-def compute(data: LogData, config: ReportConfig) -> dict[str, Any]:
+def compute(
+    data: LogData, config: ReportConfig, definitions: Sequence[Experiment] | None = None
+) -> dict[str, Any]:
     """Every section of the report as one JSON-ready dict."""
+    defined = list(definitions) if definitions is not None else read_definitions(config.experiments)
     rng = np.random.default_rng(config.seed)
     comps = data.comparisons
     ratings = analyses.ratings(comps, config, rng)
@@ -114,7 +128,7 @@ def compute(data: LogData, config: ReportConfig) -> dict[str, Any]:
         "agreement": analyses.agreement(comps),
         "health": analyses.health(data, config) if data.kind == "log" else None,
         "experiments": (
-            experiments(data, read_definitions(config.experiments), config.confidence) if data.kind == "log" else []
+            experiments(data, defined, config.confidence) if data.kind == "log" else []
         ),
     }
     if config.per_source:

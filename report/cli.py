@@ -11,6 +11,7 @@ from prefpair.config import Settings
 from prefpair.flags import Flags
 from prefpair.report.build import build_report
 from prefpair.report.config import REPORT_FLAGS
+from prefpair.report.experiments import definitions_from_topic
 from prefpair.storage import Location, location
 
 
@@ -48,7 +49,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     config = REPORT_FLAGS.load(args)
     options = settings.s3_options()
     log_dir = location(job.log_dir or settings.log_dir, options)
-    report = build_report(log_dir, location(job.out or settings.home / "report", options), config)
+    # Experiment names and arms: from --experiments FILE if given, else from the experiments topic.
+    definitions = definitions_from_topic(settings) if config.experiments is None else None
+    report = build_report(log_dir, location(job.out or settings.home / "report", options), config, definitions)
     ratings = report.ratings
     print(f"report: {report.html_path}")
     print(f"data:   {report.json_path}")
