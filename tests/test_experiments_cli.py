@@ -20,6 +20,7 @@ from test_judge import build_log, read_topic
 from prefpair.cli import main
 from prefpair.config import Settings
 from prefpair.event_topics import DEFAULT_TOKEN_MAX_TTL_S, TOKEN_HISTORY_SLACK_S
+from prefpair.judge import JudgeConfig
 from prefpair.report.experiments import read_definitions
 from prefpair.topics import create_topics
 
@@ -141,3 +142,12 @@ def test_topics_create_makes_the_experiments_and_tokens_topics(make_settings: Ma
     kept_ms = (DEFAULT_TOKEN_MAX_TTL_S + TOKEN_HISTORY_SLACK_S) * 1000
     assert configs[settings.tokens_topic]["retention.ms"] == str(kept_ms)
     assert create_topics(settings).created == ()  # idempotent
+
+
+def test_an_experiment_makes_another_judge_run_and_leaves_untagged_runs_as_they_were() -> None:
+    plain = JudgeConfig(evaluator="length")
+    assert not {"experiment_id", "feedback_group_id"} & set(plain.definition(None))  # their run ids stay
+    tagged = plain.model_copy(update={"experiment_id": "exp-1"})
+    grouped = tagged.model_copy(update={"feedback_group_id": "g-1"})
+    run_ids = {c.resolved_run_id(None) for c in (plain, tagged, grouped)}
+    assert len(run_ids) == 3
