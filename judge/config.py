@@ -144,8 +144,8 @@ class JudgeConfig(BaseModel):
         default=None,
         min_length=1,
         max_length=256,
-        description="the comparative experiment the judgments belong to (`prefpair experiments create`); judge the "
-        "candidates of its arms (--model) so the report's head-to-head section counts them",
+        description="the comparative experiment the judgments belong to (defined first: `prefpair experiments "
+        "create`); judge the candidates of its arms (--model) so the report's head-to-head section counts them",
         json_schema_extra={"metavar": "ID"},
     )
     feedback_group_id: str | None = Field(

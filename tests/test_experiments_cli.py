@@ -84,6 +84,9 @@ def test_experiments_are_created_and_listed_by_the_cli_and_a_judge_run_tags_one(
     ]
 
     made = build_log(settings.log_dir, settings, requests=20)
+    mistyped = cli("judge", "--evaluator", "length", "--experiment-id", "exp-clj", "--no-progress", settings=settings)
+    assert mistyped.returncode == 2 and "experiment_id: no experiment 'exp-clj'" in mistyped.stderr
+    assert read_topic(settings) == []  # refused before anything was written
     judged = cli("judge", "--evaluator", "length", "--model", "model-0,model-1", "--experiment-id", "exp-cli",
                      "--feedback-group-id", "nightly", "--no-progress", settings=settings)  # fmt: skip
     assert judged.returncode == 0, judged.stderr
