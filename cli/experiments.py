@@ -41,7 +41,8 @@ class ExperimentCreate(BaseModel):
     )
     experiment_id: str | None = Field(
         default=None,
-        description="id of the experiment (default: a fresh random id); defining an id again replaces its definition",
+        description="id of the experiment (default: a fresh random id); an id defined already is accepted again "
+        "with the same definition only",
         json_schema_extra={"flag": "--id", "metavar": "ID"},
     )
     description: str | None = Field(default=None, description="what the experiment is for")
@@ -100,9 +101,24 @@ def register(subparsers: Any) -> None:
 
 def create_command(args: argparse.Namespace, settings: Settings) -> int:
     experiment = CREATE_FLAGS.load(args).experiment()  # checked before anything is sent
-    stored = publish_experiment(settings, experiment, EXPERIMENTS_FLAGS.load(args).timeout)
+    timeout = EXPERIMENTS_FLAGS.load(args).timeout
+    existing = _defined(settings, experiment, timeout) if CREATE_FLAGS.load(args).experiment_id else None
+    stored = existing or publish_experiment(settings, experiment, timeout)
     print(json.dumps(stored.model_dump(mode="json"), sort_keys=True))
     return 0
+
+
+def _defined(settings: Settings, experiment: Experiment, timeout: float) -> Experiment | None:
+    """The stored definition of ``experiment``'s id when it is the same one (a repeat changes nothing);
+    a ConfigError when the id is defined otherwise (as ``POST /v1/experiments`` answers 409)."""
+    found = {e.experiment_id: e for e in list_experiments(settings, timeout)}.get(experiment.experiment_id)
+    if found is None:
+        return None
+    fields = ("name", "arms", "description", "metadata")
+    if any(getattr(found, name) != getattr(experiment, name) for name in fields):
+        raise ConfigError("experiment_id", f"experiment {experiment.experiment_id!r} exists with another definition",
+                          source="--id")  # fmt: skip
+    return found
 
 
 def list_command(args: argparse.Namespace, settings: Settings) -> int:

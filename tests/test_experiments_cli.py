@@ -66,6 +66,13 @@ def test_experiments_are_created_and_listed_by_the_cli_and_a_judge_run_tags_one(
     definition = json.loads(created.stdout)
     assert definition["experiment_id"] == "exp-cli" and definition["arms"] == ["model-0", "model-1"]
     assert definition["metadata"] == {"team": "chat"}
+    again = cli("experiments", "create", "--name", "zero vs one", "--arm", "model-0", "--arm", "model-1",
+                "--id", "exp-cli", "--metadata", "team=chat", settings=settings)  # fmt: skip
+    assert again.returncode == 0 and json.loads(again.stdout) == definition  # the stored one, unchanged
+    redefined = cli("experiments", "create", "--name", "zero vs two", "--arm", "model-0,model-2", "--id", "exp-cli",
+                    settings=settings)  # fmt: skip
+    assert redefined.returncode == 2
+    assert "--id: experiment 'exp-cli' exists with another definition" in redefined.stderr
     other = cli("experiments", "create", "--name", "later", "--arm", "a,b", settings=settings)
     assert other.returncode == 0, other.stderr
     other_id = json.loads(other.stdout)["experiment_id"]
