@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "prefpair.report.cli",
     "prefpair.judge.cli",
     "prefpair.cli.erase",
+    "prefpair.cli.experiments",
     "prefpair.cli.demo",
 )
 

@@ -4,9 +4,11 @@ Starts the local Kafka broker unless a cluster is configured (or one already run
 fresh set of topics for this run, simulates serving traffic through the producer SDK (several
 model versions, feedback from end users, annotators, a model judge and a reward model, updates,
 deletes, feedback before its inference, lost inferences, malformed messages), runs the consumer
-until the group has caught up, runs a judge over a sample of the logged requests (the built-in
-``length`` judge, asked in both presentation orders) and consumes its feedback, compiles a
-dataset, writes the analytics report and prints a summary. It stops what it started. Each run
+until the group has caught up, defines a comparative experiment of two simulated models
+(chat-large against chat-small), runs a judge over a sample of the logged requests as part of that
+experiment (the built-in ``length`` judge, asked in both presentation orders) and consumes its
+feedback, compiles a dataset, writes the analytics report (with the experiment's head-to-head
+section and winner statement) and prints a summary. It stops what it started. Each run
 gets its own topics and folder under ``<home>/demo/<run id>``, so running it again never mixes runs.
 """
 
@@ -32,6 +34,8 @@ from prefpair.flags import Flags
 from prefpair.judge import JudgeConfig, JudgeSelection, JudgeSummary, run_judge
 from prefpair.kafka import client_config, create_producer
 from prefpair.producers import PreferenceLogger
+from prefpair.producers.experiments import create_experiment
+from prefpair.schemas.experiments import Experiment
 from prefpair.simulate import SimulationStats, Traffic, TrafficSpec, send_to_kafka
 from prefpair.simulate.signals import SignalPlan, send_planted
 from prefpair.topics import create_topics
@@ -43,6 +47,8 @@ DEMO_GRACE_MS = 3_000
 DEMO_JUDGE_SAMPLE = 200
 """Requests the demo's judge run looks at (a seeded sample)."""
 DEMO_JUDGE_KEY = "length_judge"
+DEMO_EXPERIMENT_ARMS = ("chat-large", "chat-small")
+"""The simulated models the demo's experiment compares (every version of each)."""
 
 
 class DemoOptions(BaseModel):
@@ -57,7 +63,8 @@ class DemoOptions(BaseModel):
     judge: bool = Field(
         default=True,
         description=f"Run the built-in `length` judge (no network) over a sample of {DEMO_JUDGE_SAMPLE} logged "
-        "requests and consume its feedback before compiling.",
+        f"requests, as part of an experiment comparing {' and '.join(DEMO_EXPERIMENT_ARMS)}, and consume its "
+        "feedback before compiling.",
     )
     keep_broker: bool = Field(default=False, description="Leave the local broker running if the demo started it.")
 
@@ -89,6 +96,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 "inference_topic": f"prefpair.demo.{run_id}.inference",
                 "feedback_topic": f"prefpair.demo.{run_id}.feedback",
                 "dead_letter_topic": f"prefpair.demo.{run_id}.dead-letters",
+                "experiments_topic": f"prefpair.demo.{run_id}.experiments",
+                "tokens_topic": f"prefpair.demo.{run_id}.tokens",
                 "partitions": options.partitions,
                 "home": folder,
             }
@@ -155,22 +164,30 @@ def _pipeline(settings: Settings, options: DemoOptions, folder: Path) -> int:
         settings, folder, traffic.inferences + traffic.feedback_events + traffic.malformed + sum(planted.values())
     )
 
-    judged = None
+    judged = experiment = None
     if options.judge:
-        _step(f"judging {DEMO_JUDGE_SAMPLE} logged requests with the built-in `length` judge (every pair, both orders)")
-        judged = _judge(settings, options)
+        experiment = create_experiment(
+            settings, " against ".join(DEMO_EXPERIMENT_ARMS), DEMO_EXPERIMENT_ARMS,
+            experiment_id=f"demo-{folder.name}", description="the demo's judge run, head to head",
+        )  # fmt: skip
+        _step(f"experiment {experiment.experiment_id}: {experiment.name} (on {settings.experiments_topic})")
+        _step(f"judging {DEMO_JUDGE_SAMPLE} logged requests with the built-in `length` judge (every pair, both orders) "
+              f"in experiment {experiment.experiment_id}")  # fmt: skip
+        judged = _judge(settings, options, experiment)
         _step(f"consuming the judge's {judged.written} judgments")
         _consume(settings, folder, judged.written)
 
     _step("compiling the dataset (resolve, derive pairs, clean, sample, split, write formats)")
     result = compile_dataset(settings.log_dir, folder / "dataset", CompileConfig(seed=options.seed))
 
-    report_path = None
+    report_path, statement = None, None
     if options.report:
-        _step("writing the analytics report (model ratings, bias checks, agreement, feedback health, implicit rules)")
-        report_path = _report(settings, folder, result, consumed)
+        _step("writing the analytics report (model ratings, bias checks, agreement, feedback health, experiments, "
+              "implicit rules)")
+        report_path, statement = _report(settings, folder, result, consumed, experiment)
 
-    _summary(settings, traffic, consumed, judged, result, report_path, time.monotonic() - started)
+    _summary(settings, traffic, consumed, judged, result, report_path, experiment, statement,
+             time.monotonic() - started)  # fmt: skip
     return 0
 
 
@@ -195,11 +212,12 @@ def _simulate(settings: Settings, options: DemoOptions) -> tuple[SimulationStats
     return traffic, planted
 
 
-def _judge(settings: Settings, options: DemoOptions) -> JudgeSummary:
+def _judge(settings: Settings, options: DemoOptions, experiment: Experiment) -> JudgeSummary:
     config = JudgeConfig(
         evaluator="length",
         key=DEMO_JUDGE_KEY,
-        selection=JudgeSelection(sample=DEMO_JUDGE_SAMPLE, seed=options.seed),
+        experiment_id=experiment.experiment_id,
+        selection=JudgeSelection(sample=DEMO_JUDGE_SAMPLE, seed=options.seed, models=experiment.arms),
         progress=False,
     )
     with _bar(0, "judging", "judgment") as bar:
@@ -249,15 +267,22 @@ def _follow(value: Callable[[], int], bar: Any) -> Callable[[], None]:
     return stop
 
 
-def _report(settings: Settings, folder: Path, result: CompileResult, consumed: RunStats) -> Path:
+def _report(
+    settings: Settings, folder: Path, result: CompileResult, consumed: RunStats, experiment: Experiment | None
+) -> tuple[Path, str | None]:
+    """The report's page, and the winner statement of the demo's experiment (None without one)."""
     from prefpair.report import ReportConfig, build_report
+    from prefpair.report.experiments import definitions_from_topic
 
     report = build_report(
         settings.log_dir,
         folder / "report",
         ReportConfig(manifest=result.manifest, dead_letters=consumed.dead_letters, bootstrap_rounds=100),
+        definitions_from_topic(settings),  # names and arms, as `prefpair report` reads them
     )
-    return report.html_path
+    sections = {e["experiment_id"]: e for e in report.experiments}
+    section = sections.get(experiment.experiment_id) if experiment is not None else None
+    return report.html_path, None if section is None else str(section["statement"])
 
 
 def _implicit_line(result: CompileResult) -> str:
@@ -278,6 +303,8 @@ def _summary(
     judged: JudgeSummary | None,
     result: CompileResult,
     report_path: Path | None,
+    experiment: Experiment | None,
+    statement: str | None,
     seconds: float,
 ) -> None:
     sent = traffic.inferences + traffic.feedback_events + traffic.malformed
@@ -300,6 +327,10 @@ def _summary(
             f"  judge run           {judged.written} judgments (key {judged.key}) by `{judged.evaluator}` on "
             f"{judged.inferences} requests; both orders agreed on {agreement:.0%}; run {judged.run_id}"
         )
+    if experiment is not None:
+        lines.append(f"  experiment          {experiment.experiment_id}: {experiment.name}")
+        if statement is not None:
+            lines.append(f"                      {statement}")
     lines += [
         f"  pairs               {result.pairs_total}: {splits}",
         f"  implicit pairs      {_implicit_line(result)}",

@@ -40,7 +40,8 @@ def register(subparsers: Any) -> None:
     )
     JUDGE_FLAGS.add_arguments(
         parser.add_argument_group("judgments"),
-        only=("kind", "key", "run_id", "source_type", "score_min", "score_max", "log_dir"),
+        only=("kind", "key", "run_id", "source_type", "score_min", "score_max", "experiment_id", "feedback_group_id",
+              "log_dir"),
     )
     JUDGE_FLAGS.add_arguments(
         parser.add_argument_group("evaluator"),

@@ -140,6 +140,21 @@ class JudgeConfig(BaseModel):
         description="id of the run (default: derived from the evaluator, kind, key, template and selection, so "
         "the same command resumes the same run and writes nothing twice)",
     )
+    experiment_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="the comparative experiment the judgments belong to (defined first: `prefpair experiments "
+        "create`); judge the candidates of its arms (--model) so the report's head-to-head section counts them",
+        json_schema_extra={"metavar": "ID"},
+    )
+    feedback_group_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="a feedback group id carried by every judgment of the run (judgments given together)",
+        json_schema_extra={"metavar": "ID"},
+    )
     selection: JudgeSelection = Field(default_factory=JudgeSelection)
     score_min: float = Field(default=1.0, allow_inf_nan=False, description="score judges: lowest score")
     score_max: float = Field(default=10.0, allow_inf_nan=False, description="score judges: highest score")
@@ -203,8 +218,10 @@ class JudgeConfig(BaseModel):
         return self.evaluator if self.evaluator is not None else str(self.judge_model)
 
     def definition(self, template_text: str | None) -> dict[str, Any]:
-        """What makes two runs the same run: evaluator, kind, key, template, scale, source and selection."""
-        return {
+        """What makes two runs the same run: evaluator, kind, key, template, scale, source and selection,
+        and the experiment and feedback group when given (only then, so the ids of runs without them stay)."""
+        tags = {name: getattr(self, name) for name in ("experiment_id", "feedback_group_id") if getattr(self, name)}
+        return tags | {
             "kind": self.kind,
             "key": self.feedback_key,
             "evaluator": self.evaluator_name,

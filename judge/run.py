@@ -26,11 +26,12 @@ from prefpair.config import Settings
 from prefpair.judge.config import JudgeConfig
 from prefpair.judge.endpoint import HttpEvaluator, load_template
 from prefpair.judge.evaluators import CallableEvaluator, Evaluator, RateLimiter, load_function
-from prefpair.judge.exceptions import JudgeError
+from prefpair.judge.exceptions import JudgeConfigError, JudgeError
 from prefpair.judge.questions import BOTH_BAD, TIE, Reply, Task, Verdict, combine_pairwise, parse_verdict, plan
 from prefpair.judge.select import select_inferences
 from prefpair.judge.state import RunDirectory, RunState, Totals, begin_attempt, recover
 from prefpair.producers import FailedEvent, PreferenceLogger
+from prefpair.producers.experiments import list_experiments
 from prefpair.storage import location
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,8 @@ def run_judge(
     if evaluator is None:
         config.check_evaluator()
     template = load_template(config.prompt_template, config.kind) if config.endpoint is not None else None
+    if config.experiment_id is not None:
+        check_experiment(settings, config.experiment_id)
     run_id = config.resolved_run_id(template)
     evaluator = evaluator or make_evaluator(config, template)
     run_dir = RunDirectory(settings.home / "judge" / run_id)
@@ -139,6 +142,16 @@ def run_judge(
     summary.run_cost = _cost(config, summary.run)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def check_experiment(settings: Settings, experiment_id: str) -> None:
+    """Refuse an experiment id that no definition on the experiments topic has: a mistyped id would
+    otherwise start an experiment of its own, unnamed, beside the one meant."""
+    if not any(e.experiment_id == experiment_id for e in list_experiments(settings)):
+        raise JudgeConfigError(
+            "experiment_id", f"no experiment {experiment_id!r} on topic {settings.experiments_topic} "
+            "(define it first: prefpair experiments create)",
+        )  # fmt: skip
 
 
 def _cost(config: JudgeConfig, totals: Totals) -> float:
@@ -244,7 +257,9 @@ class _Attempt:
             if verdict.winner is not None:
                 metadata[f"judge_verdict_{n}"] = verdict.winner
         common: dict[str, Any] = {"feedback_id": task.feedback_id, "key": self.config.feedback_key,
-                                  "source": source, "candidates": task.candidates}  # fmt: skip
+                                  "source": source, "candidates": task.candidates,
+                                  "experiment_id": self.config.experiment_id,
+                                  "feedback_group_id": self.config.feedback_group_id}  # fmt: skip
         if self.config.kind == "pairwise":
             first, second = verdicts
             agreed = first.winner == second.winner

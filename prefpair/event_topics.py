@@ -7,6 +7,7 @@ they were written, and they are read from the beginning by each reader:
 
 - :func:`ensure_topic` creates one when it is missing (``cleanup.policy=compact`` for topics whose
   latest event per key is the state, such as experiment definitions);
+  ``prefpair topics create`` creates both of prefpair's up front (:mod:`prefpair.topics`);
 - :class:`TopicWriter` sends events with an idempotent producer (``acks=all``) and hands back a
   future that resolves once the broker acknowledged;
 - :class:`TopicFollower` reads a topic from its beginning on a thread of its own and keeps
@@ -37,6 +38,9 @@ from prefpair.kafka import client_config, create_admin, create_consumer, create_
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1
+DEFAULT_TOKEN_MAX_TTL_S = 30 * 24 * 3600
+"""The longest presigned token life the service allows unless told (``--token-max-ttl``)."""
+TOKEN_HISTORY_SLACK_S = 86_400
 FETCH_WAIT_MS = 100  # how long the broker may hold a fetch: bounds how late a follower sees an event
 
 
@@ -93,6 +97,14 @@ def ensure_topic(
             return
         time.sleep(0.1)
     raise EventTopicError(topic, f"no leader within {timeout:g}s after creating it")
+
+
+def tokens_retention_ms(settings: Settings, longest_token_s: int = DEFAULT_TOKEN_MAX_TTL_S) -> int:
+    """Retention of the tokens topic: the settings' retention, but at least the longest token's life and a
+    day, so no live token loses its issue or revocation event (-1, keep for ever, stays -1)."""
+    if settings.retention_ms == -1:
+        return -1
+    return max(settings.retention_ms, (longest_token_s + TOKEN_HISTORY_SLACK_S) * 1000)
 
 
 class TopicWriter:

@@ -1,10 +1,13 @@
-"""The three topics prefpair needs, created co-partitioned: ``prefpair topics create|describe``.
+"""The topics prefpair needs, the joined pair co-partitioned: ``prefpair topics create|describe``.
 
 The consumer joins an inference event with its feedback by request id, reading partition
 *p* of both topics together, so both topics must have the same partition count (and the
 producer keys both by request id). :func:`create_topics` creates what is missing, accepts
 what already exists when it is co-partitioned, and refuses otherwise, naming both topics
-and their counts. The dead-letter topic holds messages the consumer could not decode.
+and their counts. The dead-letter topic holds messages the consumer could not decode. Beside
+them, ``create`` also makes the two small event topics (:mod:`prefpair.event_topics`): experiment
+definitions (compacted) and presigned token events (kept at least as long as a token lives), one
+partition each, so nothing has to be created on first use.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prefpair.config import SETTINGS_FLAGS, TOPIC_LAYOUT, Settings
 from prefpair.errors import ConfigError, PrefpairError
+from prefpair.event_topics import tokens_retention_ms
 from prefpair.flags import Flags
 from prefpair.kafka import client_config, create_admin, resolve_bootstrap, wait_for_cluster
 
@@ -42,7 +46,7 @@ class TopicError(PrefpairError):
 
 @dataclass(frozen=True)
 class TopicsReport:
-    """Partition counts of the three topics after :func:`create_topics`, and which were created."""
+    """Partition counts of the topics after :func:`create_topics`, and which were created."""
 
     inference_topic: str
     feedback_topic: str
@@ -67,17 +71,20 @@ class TopicInfo:
 
 
 def create_topics(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT) -> TopicsReport:
-    """Create the inference, feedback and dead-letter topics unless they exist; verify co-partitioning.
+    """Create the inference, feedback and dead-letter topics, and the experiments and tokens topics,
+    unless they exist; verify co-partitioning.
 
     New topics get ``settings.partitions``, ``replication_factor`` and ``retention_ms``; if only one
     of the joined pair exists, the other is created with its partition count. Raises ConfigError
     when the existing pair is not co-partitioned, KafkaUnavailableError when nobody answers.
     """
     inference, feedback, dead = settings.inference_topic, settings.feedback_topic, settings.dead_letter_topic
-    if len({inference, feedback, dead}) < 3:
+    events = (settings.experiments_topic, settings.tokens_topic)
+    if len({inference, feedback, dead, *events}) < 5:
         raise ConfigError(
             "topics",
-            f"inference ({inference}), feedback ({feedback}) and dead-letter ({dead}) topics must differ",
+            f"inference ({inference}), feedback ({feedback}), dead-letter ({dead}), experiments ({events[0]}) "
+            f"and tokens ({events[1]}) topics must differ",
         )
     bootstrap = resolve_bootstrap(settings)
     admin = create_admin(client_config(settings))
@@ -95,16 +102,17 @@ def create_topics(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT) -> To
             log.info("creating the missing partner topic with %d partitions, as the existing one has", pair)
     counts = {inference: pair or settings.partitions, feedback: pair or settings.partitions}
     counts[dead] = existing.get(dead, settings.partitions)
-    missing = [name for name in (inference, feedback, dead) if name not in existing]
-    created = _create(admin, settings, {name: counts[name] for name in missing}, timeout)
+    counts.update(dict.fromkeys(events, 1))
+    configs = _configs(settings)
+    names = (inference, feedback, dead, *events)
+    missing = [name for name in names if name not in existing]
+    created = _create(admin, settings, {name: (counts[name], configs[name]) for name in missing}, timeout)
 
-    final = _wait_for_leaders(admin, bootstrap, (inference, feedback, dead), timeout)
+    final = _wait_for_leaders(admin, bootstrap, names, timeout)
     _check_co_partitioned(final, inference, feedback)  # a concurrent creator may have raced us
     for name in created:
         log.info("created topic %s with %d partitions", name, final[name])
-    return TopicsReport(
-        inference, feedback, dead, {n: final[n] for n in (inference, feedback, dead)}, created
-    )
+    return TopicsReport(inference, feedback, dead, {n: final[n] for n in names}, created)
 
 
 def ensure_topics(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT) -> int:
@@ -156,15 +164,26 @@ def _check_co_partitioned(counts: dict[str, int], inference: str, feedback: str)
         )
 
 
+def _configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """The topic config each topic is created with (the event topics' as :mod:`prefpair.event_topics` has them)."""
+    data = {"retention.ms": str(settings.retention_ms)}
+    return {
+        settings.inference_topic: data,
+        settings.feedback_topic: data,
+        settings.dead_letter_topic: data,
+        settings.experiments_topic: {"cleanup.policy": "compact"},
+        settings.tokens_topic: {"retention.ms": str(tokens_retention_ms(settings))},
+    }
+
+
 def _create(
-    admin: AdminClient, settings: Settings, wanted: dict[str, int], timeout: float
+    admin: AdminClient, settings: Settings, wanted: dict[str, tuple[int, dict[str, str]]], timeout: float
 ) -> tuple[str, ...]:
     if not wanted:
         return ()
-    config = {"retention.ms": str(settings.retention_ms)}
     new = [
         NewTopic(name, num_partitions=count, replication_factor=settings.replication_factor, config=config)
-        for name, count in wanted.items()
+        for name, (count, config) in wanted.items()
     ]
     futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     created: list[str] = []
@@ -235,7 +254,8 @@ def register(subparsers: Any) -> None:
     """Add ``prefpair topics create|describe``."""
     parser = subparsers.add_parser(
         "topics",
-        help="create or describe the co-partitioned inference/feedback topics and the dead-letter topic",
+        help="create or describe the co-partitioned inference/feedback topics, the dead-letter topic and the "
+        "experiments and tokens topics",
         description=__doc__.splitlines()[0] if __doc__ else None,
     )
     actions = parser.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
@@ -243,8 +263,9 @@ def register(subparsers: Any) -> None:
     create = actions.add_parser(
         "create",
         help="create the topics unless they exist (idempotent); refuse if not co-partitioned",
-        description="Create the inference and feedback topics with the same partition count, and "
-        "the dead-letter topic. Existing co-partitioned topics are kept as they are.",
+        description="Create the inference and feedback topics with the same partition count, the "
+        "dead-letter topic, and the experiments and tokens topics (one partition each). Existing "
+        "co-partitioned topics are kept as they are.",
     )
     SETTINGS_FLAGS.add_arguments(create, only=TOPIC_LAYOUT)
     TOPICS_FLAGS.add_arguments(create)

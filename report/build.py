@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from prefpair.report.experiments import experiments, read_definitions
 from prefpair.report.implicit import rule_agreement
 from prefpair.report.load import LogData, load_log
 from prefpair.report.render import PLOT_IDS, render_html
+from prefpair.schemas.experiments import Experiment
 from prefpair.storage import LocalStorage, S3Options, Storage, location
 
 HTML_NAME = "report.html"
@@ -62,14 +64,17 @@ class Report(Generic[Where]):
 
 @overload
 def build_report(
-    log_dir: Path | Storage, out_dir: Path, config: ReportConfig | None = None, *, s3: S3Options | None = None
+    log_dir: Path | Storage, out_dir: Path, config: ReportConfig | None = None,
+    definitions: Sequence[Experiment] | None = None, *, s3: S3Options | None = None,
 ) -> Report[Path]: ...
 @overload
 def build_report(
-    log_dir: Path | Storage, out_dir: Storage, config: ReportConfig | None = None, *, s3: S3Options | None = None
+    log_dir: Path | Storage, out_dir: Storage, config: ReportConfig | None = None,
+    definitions: Sequence[Experiment] | None = None, *, s3: S3Options | None = None,
 ) -> Report[Storage]: ...
 def build_report(
-    log_dir: Path | Storage, out_dir: Path | Storage, config: ReportConfig | None = None, *, s3: S3Options | None = None
+    log_dir: Path | Storage, out_dir: Path | Storage, config: ReportConfig | None = None,
+    definitions: Sequence[Experiment] | None = None, *, s3: S3Options | None = None,
 ) -> Report[Path] | Report[Storage]:
     """Analyse the committed log in ``log_dir`` (or ``config.dataset``, a compiled dataset) and
     write ``report.json`` then ``report.html`` into ``out_dir``, each atomically.
@@ -77,6 +82,8 @@ def build_report(
     Either may be a folder or object storage (:mod:`prefpair.storage`); on object storage each file
     is one PUT, so a reader gets the old file or the new one, as the rename gives locally. The
     config's inputs (dataset, manifest, metrics file) may be ``s3://`` too, reached with ``s3``.
+    ``definitions`` name the experiments (read from the experiments topic by the caller); without
+    them, those of ``config.experiments`` (a file), if any.
     """
     config = config or ReportConfig()
     if config.dataset is not None:
@@ -88,7 +95,7 @@ def build_report(
         data = load_log(log_dir if isinstance(log_dir, Storage) else Path(log_dir))
         source = str(log_dir)
     try:
-        content = compute(data, config, s3)
+        content = compute(data, config, definitions, s3)
     finally:
         data.con.close()
     content["inputs"] = {
@@ -104,8 +111,11 @@ def build_report(
     return Report(html_path=Path(out_dir) / HTML_NAME, json_path=Path(out_dir) / JSON_NAME, data=_jsonable(content))
 
 
-def compute(data: LogData, config: ReportConfig, s3: S3Options | None = None) -> dict[str, Any]:
+def compute(
+    data: LogData, config: ReportConfig, definitions: Sequence[Experiment] | None = None, s3: S3Options | None = None
+) -> dict[str, Any]:
     """Every section of the report as one JSON-ready dict."""
+    defined = list(definitions) if definitions is not None else read_definitions(config.experiments)
     rng = np.random.default_rng(config.seed)
     comps = data.comparisons
     ratings = analyses.ratings(comps, config, rng)
@@ -120,7 +130,7 @@ def compute(data: LogData, config: ReportConfig, s3: S3Options | None = None) ->
         "agreement": analyses.agreement(comps),
         "health": analyses.health(data, config, s3) if data.kind == "log" else None,
         "experiments": (
-            experiments(data, read_definitions(config.experiments), config.confidence) if data.kind == "log" else []
+            experiments(data, defined, config.confidence) if data.kind == "log" else []
         ),
         "implicit_rules": rule_agreement(data, config) if data.kind == "log" else None,
     }

@@ -11,6 +11,7 @@ from prefpair.config import Settings
 from prefpair.flags import Flags
 from prefpair.report.build import build_report
 from prefpair.report.config import REPORT_FLAGS
+from prefpair.report.experiments import definitions_from_topic
 from prefpair.storage import Location, location
 
 
@@ -48,7 +49,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     config = REPORT_FLAGS.load(args)
     options = settings.s3_options()
     log_dir = location(job.log_dir or settings.log_dir, options)
-    report = build_report(log_dir, location(job.out or settings.home / "report", options), config, s3=options)
+    # Experiment names and arms: from --experiments FILE if given, else from the experiments topic.
+    definitions = definitions_from_topic(settings) if config.experiments is None else None
+    out = location(job.out or settings.home / "report", options)
+    report = build_report(log_dir, out, config, definitions, s3=options)
     ratings = report.ratings
     print(f"report: {report.html_path}")
     print(f"data:   {report.json_path}")

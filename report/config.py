@@ -72,8 +72,9 @@ class ReportConfig(BaseModel):
     )
     experiments: Path | None = Field(
         default=None,
-        description="JSON file of experiment definitions (GET /v1/experiments, or the SDK's list_experiments): "
-        "names and arms of the experiment sections.",
+        description="JSON file of experiment definitions (`prefpair experiments list --json`, GET /v1/experiments, "
+        "or the SDK's list_experiments): names and arms of the experiment sections; unset: read from the "
+        "experiments topic when Kafka is configured.",
         json_schema_extra={"metavar": "FILE"},
     )
     title: str = Field(default="prefpair preference report", description="Title of the page.")

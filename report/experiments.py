@@ -8,30 +8,55 @@ the experiment holds at once (Bonferroni). A winner is declared only when its se
 0.5 against every other arm; otherwise the section says "no winner yet" and estimates how many
 more judgments the leading arm would need if the observed win rates held.
 
-Definitions (name, arms, metadata) come from the experiments topic, passed in as a JSON file
-(``--experiments``: what ``GET /v1/experiments`` or ``PreferenceLogger.list_experiments`` gives);
+Definitions (name, arms, metadata) come from the experiments topic when Kafka is configured
+(:func:`definitions_from_topic`), or from a JSON file (``--experiments``: what ``prefpair
+experiments list --json``, ``GET /v1/experiments`` or ``PreferenceLogger.list_experiments`` gives);
 an experiment id seen in the log without a definition is shown with the models it compared.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from prefpair.config import Settings
+from prefpair.errors import ConfigError, KafkaUnavailableError
+from prefpair.event_topics import EventTopicError, read_topic
+from prefpair.kafka import resolve_bootstrap
 from prefpair.report import sequential
 from prefpair.report.exceptions import ReportInputError
 from prefpair.report.load import LogData
 from prefpair.schemas.exceptions import ValidationError
-from prefpair.schemas.experiments import Experiment
+from prefpair.schemas.experiments import Experiment, latest_definitions
+
+log = logging.getLogger(__name__)
+
+TOPIC_TIMEOUT_S = 15.0
 
 METHOD = (
     "always-valid confidence sequence (two-sided normal mixture, Robbins 1970 / Howard et al. 2021) on the "
     "win probability, ties counted half, running intersection; level split over the pairs of arms (Bonferroni)"
 )
+
+
+def definitions_from_topic(settings: Settings, timeout: float = TOPIC_TIMEOUT_S) -> list[Experiment] | None:
+    """The definitions on ``settings.experiments_topic``; None when no Kafka is configured (no bootstrap
+    servers and no local broker running) or it cannot be read, which is logged: the report goes on
+    without names and arms, showing each experiment of the log with the models it compared."""
+    try:
+        resolve_bootstrap(settings)
+    except ConfigError:
+        return None
+    try:
+        return latest_definitions(r.value for r in read_topic(settings, settings.experiments_topic, timeout))
+    except (KafkaUnavailableError, EventTopicError) as exc:
+        log.warning("experiment definitions not read from %s: %s", settings.experiments_topic, exc)
+        return None
 
 
 def read_definitions(path: Path | None) -> list[Experiment]:

@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from prefpair.event_topics import DEFAULT_TOKEN_MAX_TTL_S
 from prefpair.flags import Flags
 
 KID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -134,7 +135,9 @@ class ServiceConfig(BaseModel):
         default=TokenReuse.SINGLE, description="single: one submission per token; expiry: any until it expires."
     )
     token_ttl: int = Field(default=24 * 3600, ge=1, description="Default token lifetime in seconds.")
-    token_max_ttl: int = Field(default=30 * 24 * 3600, ge=1, description="Longest token lifetime a caller may ask for.")
+    token_max_ttl: int = Field(
+        default=DEFAULT_TOKEN_MAX_TTL_S, ge=1, description="Longest token lifetime a caller may ask for."
+    )
     idempotency_cache_size: int = Field(
         default=100_000, ge=1, description="Idempotency keys remembered (their answers are replayed)."
     )

@@ -36,7 +36,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefpair.config import Settings
-from prefpair.event_topics import EventTopicError, TopicFollower, TopicRecord, TopicWriter, ensure_topic
+from prefpair.event_topics import (
+    EventTopicError,
+    TopicFollower,
+    TopicRecord,
+    TopicWriter,
+    ensure_topic,
+    tokens_retention_ms,
+)
 from prefpair.schemas.models import now_ms
 from prefpair.service.exceptions import DeliveryError
 from prefpair.service.tokens import TokenClaims
@@ -307,9 +314,7 @@ class TokenEvents:
     def __init__(self, settings: Settings, ledger: TokenLedger, instance: str, longest_token_s: int) -> None:
         self.settings = settings
         # Keep events at least as long as the longest-lived token (and a day), so none loses its history.
-        self.retention_ms = max(settings.retention_ms, (longest_token_s + 86_400) * 1000)
-        if settings.retention_ms == -1:
-            self.retention_ms = -1
+        self.retention_ms = tokens_retention_ms(settings, longest_token_s)
         self.ledger = ledger
         self.instance = instance
         self._writer: TopicWriter | None = None

@@ -198,6 +198,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "PREFPAIR_INFERENCE_TOPIC": settings.inference_topic,
         "PREFPAIR_FEEDBACK_TOPIC": settings.feedback_topic,
         "PREFPAIR_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+        "PREFPAIR_EXPERIMENTS_TOPIC": settings.experiments_topic,
+        "PREFPAIR_TOKENS_TOPIC": settings.tokens_topic,
         "PREFPAIR_PARTITIONS": str(settings.partitions),
         "PREFPAIR_REPLICATION_FACTOR": str(settings.replication_factor),
         "PREFPAIR_RETENTION_MS": str(settings.retention_ms),

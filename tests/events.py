@@ -93,8 +93,8 @@ class RawProducer:
     def signal(self, request_id: str, kind: str, *, candidate_id: str | None = None) -> bytes:
         """Send an implicit signal (on the feedback topic, as the SDK does)."""
         record = {"signal_id": uuid.uuid4().hex, "request_id": request_id, "timestamp_ms": 1_700_000_000_000,
-                  "kind": kind, "candidate_id": candidate_id, "value": None, "text": None, "dwell_ms": None, "source": None,
-                  "metadata": {}}  # fmt: skip
+                  "kind": kind, "candidate_id": candidate_id, "value": None, "text": None, "dwell_ms": None,
+                  "source": None, "metadata": {}}  # fmt: skip
         value = CODEC.encode(SIGNAL, record)
         self._send(self.settings.feedback_topic, request_id, value)
         return value

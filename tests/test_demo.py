@@ -25,8 +25,9 @@ def test_demo_runs_the_whole_pipeline_and_stops_its_broker(run_cli: Any, tmp_pat
     result = run_cli("demo", "--requests", "400", "--seed", "3", "--home", str(home), timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     out = result.stdout
-    for line in ("joined rows", "orphans", "dead letters", "judge run", "pairs", "implicit pairs", "signals landed",
-                 "drops by reason", "dataset", "report"):
+    lines = ("joined rows", "orphans", "dead letters", "judge run", "experiment", "pairs", "implicit pairs",
+             "signals landed", "drops by reason", "dataset", "report")
+    for line in lines:
         assert line in out, f"summary lacks {line!r}:\n{out}"
     assert "broker stopped" in result.stderr
     assert _brokers_under(home) == [], "the demo left its broker running"
@@ -50,3 +51,17 @@ def test_demo_runs_the_whole_pipeline_and_stops_its_broker(run_cli: Any, tmp_pat
     keys = duckdb.sql(f"SELECT count(*), count(DISTINCT feedback_id) FROM read_parquet({files}) "
                       "WHERE key = 'length_judge' AND source.type = 'MODEL_JUDGE'").fetchall()  # fmt: skip
     assert judged > 100 and keys == [(judged, judged)]
+    # the judge run is part of the demo's experiment: its judgments carry the id, and the report's
+    # section (named from the experiments topic) and the summary give the same winner statement
+    summary = out.splitlines()
+    at = next(i for i, line in enumerate(summary) if line.strip().startswith("experiment "))
+    experiment_id = summary[at].split()[1].rstrip(":")
+    statement = summary[at + 1].strip()
+    tagged = duckdb.sql(f"SELECT count(*) FROM read_parquet({files}, union_by_name = true) "
+                        f"WHERE experiment_id = '{experiment_id}'").fetchall()  # fmt: skip
+    assert tagged == [(judged,)]
+    (section,) = [e for e in report["experiments"] if e["experiment_id"] == experiment_id]
+    assert section["name"] == "chat-large against chat-small" and section["arms"] == ["chat-large", "chat-small"]
+    assert 0 < section["judgments"] <= judged  # pairs of one arm (two versions of a model) are not head to head
+    assert section["statement"] == statement
+    assert statement.startswith(("Winner: ", "No winner yet"))

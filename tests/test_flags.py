@@ -25,6 +25,8 @@ from prefpair.broker.cli import BROKER_FLAGS
 from prefpair.cli import build_parser, leaf_parsers, main, settings_from_args
 from prefpair.cli.demo import DEMO_FLAGS
 from prefpair.cli.erase import ERASE_FLAGS
+from prefpair.cli.experiments import CREATE_FLAGS as EXPERIMENT_CREATE_FLAGS
+from prefpair.cli.experiments import EXPERIMENTS_FLAGS
 from prefpair.cli.logs import LOG_FLAGS
 from prefpair.compile.cli import JOB_FLAGS as COMPILE_JOB_FLAGS
 from prefpair.compile.config import COMPILE_FLAGS
@@ -46,7 +48,7 @@ RunCli = Callable[..., "subprocess.CompletedProcess[str]"]
 FLAG_SETS: tuple[Flags[Any], ...] = (
     SETTINGS_FLAGS, LOG_FLAGS, TOPICS_FLAGS, BROKER_FLAGS, CONSUMER_FLAGS, CONSUME_RUN_FLAGS, COMPACT_FLAGS,
     COMPILE_FLAGS, COMPILE_JOB_FLAGS, SERVICE_FLAGS, QUERY_FLAGS, REPORT_FLAGS, REPORT_JOB_FLAGS, DEMO_FLAGS,
-    JUDGE_FLAGS, ERASE_FLAGS,
+    JUDGE_FLAGS, ERASE_FLAGS, EXPERIMENT_CREATE_FLAGS, EXPERIMENTS_FLAGS,
 )  # fmt: skip
 OWNERS: dict[str, tuple[Flags[Any], Option]] = {
     option.dest: (flags, option) for flags in FLAG_SETS for option in flags.options
@@ -259,6 +261,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("JudgeConfig", "evaluator_version"): case(("--evaluator-version", "2"), "2", "2"),
     ("JudgeConfig", "source_type"): case(("--source-type", "reward_model"), "REWARD_MODEL", "REWARD_MODEL"),
     ("JudgeConfig", "run_id"): case(("--run-id", "nightly-1"), "nightly-1", "nightly-1"),
+    ("JudgeConfig", "experiment_id"): case(("--experiment-id", "exp-1"), "exp-1", "exp-1"),
+    ("JudgeConfig", "feedback_group_id"): case(("--feedback-group-id", "g-1"), "g-1", "g-1"),
     ("JudgeConfig", "selection.since_ms"): case(("--since", "2026-11-01"), "2026-11-01", NOV_1),
     ("JudgeConfig", "selection.until_ms"): case(("--until", "1000"), "1000", 1000),
     ("JudgeConfig", "selection.models"): case(("--model", "a,b"), "a,b", ("a", "b")),
@@ -280,6 +284,13 @@ CASES: dict[tuple[str, str], Case] = {
     ("JudgeConfig", "checkpoint_every"): case(("--checkpoint-every", "7"), "7", 7),
     ("JudgeConfig", "log_dir"): case(("--log-dir", "s3://b/log"), "s3://b/log", "s3://b/log"),
     ("JudgeConfig", "progress"): case(("--no-progress",), "false", False),
+    ("ExperimentCreate", "name"): case(("--name", "large vs small"), None, "large vs small"),
+    ("ExperimentCreate", "arms"): case(("--arm", "a", "--arm", "b:2"), None, ("a", "b:2")),
+    ("ExperimentCreate", "experiment_id"): case(("--id", "exp-1"), None, "exp-1"),
+    ("ExperimentCreate", "description"): case(("--description", "why"), None, "why"),
+    ("ExperimentCreate", "metadata"): case(("--metadata", "team=chat"), None, {"team": "chat"}),
+    ("ExperimentsCommand", "json_output"): case(("--json",), None, True),
+    ("ExperimentsCommand", "timeout"): case(("--timeout", "5"), None, 5.0),
     ("DemoOptions", "requests"): case(("--requests", "10"), "10", 10),
     ("DemoOptions", "seed"): case(("--seed", "3"), "3", 3),
     ("DemoOptions", "partitions"): case(("--partitions", "2"), "2", 2),

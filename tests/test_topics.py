@@ -33,12 +33,13 @@ def _create_raw(settings: Settings, counts: dict[str, int]) -> None:
         future.result(30)
 
 
-def test_create_makes_three_co_partitioned_topics(make_settings: MakeSettings) -> None:
+def test_create_makes_co_partitioned_topics_and_the_event_topics(make_settings: MakeSettings) -> None:
     settings = make_settings(partitions=3, create=False, retention_ms=3_600_000)
     report = create_topics(settings)
     names = (settings.inference_topic, settings.feedback_topic, settings.dead_letter_topic)
-    assert set(report.created) == set(names)
-    assert report.partitions == dict.fromkeys(names, 3)
+    events = (settings.experiments_topic, settings.tokens_topic)  # one partition each: test_experiments_cli
+    assert set(report.created) == {*names, *events}
+    assert report.partitions == dict.fromkeys(names, 3) | dict.fromkeys(events, 1)
     assert report.co_partitions == 3
     assert _partitions(settings) == dict.fromkeys(names, 3)
 
@@ -58,7 +59,7 @@ def test_create_is_idempotent(make_settings: MakeSettings, run_cli: RunCli) -> N
 
     again = run_cli("topics", "create", settings=settings)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("exists") == 3 and "created" not in again.stdout
+    assert again.stdout.count("exists") == 5 and "created" not in again.stdout
 
     # Existing co-partitioned topics are kept even if another count is asked for now.
     assert create_topics(settings.model_copy(update={"partitions": 6})).co_partitions == 2
@@ -69,7 +70,8 @@ def test_missing_partner_gets_the_existing_count(make_settings: MakeSettings) ->
     settings = make_settings(partitions=4, create=False)
     _create_raw(settings, {settings.inference_topic: 3})
     report = create_topics(settings)
-    assert report.created == (settings.feedback_topic, settings.dead_letter_topic)
+    assert report.created == (settings.feedback_topic, settings.dead_letter_topic, settings.experiments_topic,
+                              settings.tokens_topic)
     assert report.partitions[settings.feedback_topic] == 3
     assert _partitions(settings)[settings.feedback_topic] == 3
 
