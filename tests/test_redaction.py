@@ -108,3 +108,34 @@ def test_compile_redacts_by_default_and_counts_per_kind(tmp_path: Path) -> None:
     raw = json.loads((kept.out_dir / "trl" / "train.jsonl").read_text(encoding="utf-8"))
     assert "jane@example.com" in raw["prompt"]
     assert json.loads(kept.manifest.read_text(encoding="utf-8"))["redactions"] is None
+
+
+def test_a_jsonl_file_is_redacted_line_by_line_and_clean_lines_stay_byte_for_byte(tmp_path: Path) -> None:
+    from prefpair.compile.redaction import redact_jsonl
+
+    clean = '{"prompt":"Write a haiku.","chosen":"Quiet pond","rejected":"Frog\\u00e9"}\n'
+    lines = [
+        clean,
+        '{"prompt":"mail bob@example.com","chosen":"ok","rejected":"no"}\n',
+        '{"prompt":"escaped bob\\u0040example.com","chosen":"ok","rejected":"no"}\n',  # JSON-escaped @
+        '{"prompt":"call (415) 555-2671 today","chosen":"x","rejected":"y"}\n',
+        '{"prompt":"version 3.11.7 of 2024-05-01","chosen":"x","rejected":"y"}\n',  # digits, nothing to find
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(lines), encoding="utf-8")
+    redacting = redactor([])
+    assert redact_jsonl(path, redacting) == 3
+    out = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert out[0] == clean and out[4] == lines[4]
+    assert [json.loads(line)["prompt"] for line in out[1:4]] == [
+        "mail <EMAIL>", "escaped <EMAIL>", "call <PHONE> today"
+    ]
+    assert redacting.counts == {"email": 2, "phone": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["train.jsonl"]  # nothing left aside
+
+    untouched = tmp_path / "clean.jsonl"
+    untouched.write_text(clean * 3, encoding="utf-8")
+    assert redact_jsonl(untouched, redactor([])) == 0 and untouched.read_text(encoding="utf-8") == clean * 3
+    with_pattern = redactor(["ticket=TICKET-[0-9]+"])
+    untouched.write_text('{"prompt":"see TICKET-42"}\n', encoding="utf-8")
+    assert redact_jsonl(untouched, with_pattern) == 1 and "<TICKET>" in untouched.read_text(encoding="utf-8")
