@@ -25,7 +25,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,9 +101,10 @@ def _any_in(data: pa.Table, wanted: dict[str, list[str]]) -> pa.ChunkedArray:
 
 def erase_from_log(
     log_dir: LogDir, requests: Sequence[ErasureRequest], *, reader_grace_s: float = DEFAULT_READER_GRACE_S,
-    compression: str = "snappy",
+    compression: str = "snappy", only: Callable[[StoredSegment], bool] | None = None,
 ) -> ErasureReport:
-    """Rewrite every segment holding a row of the erased identities; returns what was removed."""
+    """Rewrite every segment holding a row of the erased identities (of those ``only`` keeps);
+    returns what was removed."""
     started = time.monotonic()
     log_dir = log_location(log_dir)
     report = ErasureReport()
@@ -112,6 +113,8 @@ def erase_from_log(
         report.request_ids = erased_request_ids(log_dir, requests)
         if report.request_ids:
             for segment in segments_with_files(log_dir):
+                if only is not None and not only(segment):
+                    continue
                 if _rewrite(log_dir, segment, report, compression):
                     replaced.append(segment)
         if replaced and reader_grace_s > 0:

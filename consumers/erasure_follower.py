@@ -23,14 +23,17 @@ import pyarrow.compute as pc
 from confluent_kafka import KafkaException
 
 from prefpair.config import Settings
-from prefpair.consumers.erasure import read_statuses, remove_ack, write_ack
+from prefpair.consumers.erasure import erase_from_log, read_statuses, remove_ack, write_ack
 from prefpair.consumers.segments import ERASED, ERASED_LOG, PENDING, LogDir
 from prefpair.consumers.writer import SealedSegment
-from prefpair.erasures import ErasureError, ErasureReader, ErasureRequest
+from prefpair.erasures import ErasureError, ErasureReader, ErasureRequest, erasure_request
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5
+LATE_PASS_S = 30.0
+"""At most this often, the follower rewrites the segments holding rows that landed before it knew
+their request was erased (see :meth:`ErasureFollower.clean_early_rows`)."""
 
 
 class ErasureFollower:
@@ -48,6 +51,8 @@ class ErasureFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reader: ErasureReader | None = None
+        self._learned: set[str] = set()  # erased requests first seen in a segment: earlier rows may hold them
+        self._last_pass = 0.0
 
     def start(self) -> ErasureFollower:
         """Read the topic to its end (and the log's erasure statuses), then follow it on a thread."""
@@ -84,11 +89,40 @@ class ErasureFollower:
                 self._catch_up()
             except Exception as exc:  # the broker away for a moment: try again, the set only grows
                 log.warning("could not read the erasure topic: %s", exc)
+            if time.monotonic() - self._last_pass >= LATE_PASS_S:
+                self.clean_early_rows()
+
+    def clean_early_rows(self) -> None:
+        """Remove rows that landed before the follower knew their request was erased.
+
+        A new request of an erased user is known as theirs only when its inference event arrives;
+        a signal (which waits for nothing) or an orphaned feedback of that request may have landed
+        in an earlier segment. Segments holding signals or orphans are rewritten without those
+        requests, by the same pass as ``prefpair erase``.
+        """
+        with self.guard:
+            learned, self._learned = self._learned, set()
+        self._last_pass = time.monotonic()
+        if not learned:
+            return
+        requests = [erasure_request("request", request_id, "prefpair consume") for request_id in sorted(learned)]
+        try:
+            report = erase_from_log(self.log_dir, requests,
+                                    only=lambda s: s.has("signals.parquet") or s.has("orphans.parquet"))  # fmt: skip
+        except Exception as exc:  # the log busy (a compaction, an erase): the next pass tries again
+            with self.guard:
+                self._learned |= learned
+            log.warning("could not yet remove early rows of %d erased requests: %s", len(learned), exc)
+            return
+        if report.segments_rewritten:
+            log.info("removed early rows of %d erased requests from %d segments", len(learned),
+                     report.segments_rewritten)  # fmt: skip
 
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        self.clean_early_rows()
         remove_ack(self.log_dir, self.instance)
         if self._reader is not None:
             self._reader.close()
@@ -111,7 +145,9 @@ class ErasureFollower:
                 continue
             gone = data.filter(hit)
             if table == "inference":  # their feedback may come later, as an orphan: know the request ids
-                self.request_ids.update(gone.column("request_id").to_pylist())
+                new = set(gone.column("request_id").to_pylist()) - self.request_ids
+                self._learned |= new
+                self.request_ids |= new
             column = "inference_offset" if table == "inference" else "feedback_offset"
             tombstones += [(table, int(o)) for o in gone.column(column).to_pylist()]
             tables[table] = data.filter(pc.invert(hit))
