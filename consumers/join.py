@@ -38,28 +38,29 @@ LandedLookup = Callable[[int, list[str]], dict[str, dict[str, Any]]]
 """``(partition, request_ids) -> {request_id: landed inference row}``."""
 
 
-def inference_row(record: dict[str, Any], topic: str, partition: int, offset: int) -> dict[str, Any]:
-    """A decoded inference event as a row of the inference log (the record itself, renamed in place)."""
+def positioned_row(
+    record: dict[str, Any], renames: dict[str, str], side: str, topic: str, partition: int, offset: int
+) -> dict[str, Any]:
+    """A decoded event as a log row: the record itself, its fields renamed in place (``renames``),
+    with where it came from as ``<side>_topic``, ``<side>_partition`` and ``<side>_offset``."""
     row = record
-    for old, new in INFERENCE_RENAMES.items():
+    for old, new in renames.items():
         if old in row:
             row[new] = row.pop(old)
-    row["inference_topic"] = topic
-    row["inference_partition"] = partition
-    row["inference_offset"] = offset
+    row[f"{side}_topic"] = topic
+    row[f"{side}_partition"] = partition
+    row[f"{side}_offset"] = offset
     return row
+
+
+def inference_row(record: dict[str, Any], topic: str, partition: int, offset: int) -> dict[str, Any]:
+    """A decoded inference event as a row of the inference log."""
+    return positioned_row(record, INFERENCE_RENAMES, "inference", topic, partition, offset)
 
 
 def feedback_row(record: dict[str, Any], topic: str, partition: int, offset: int) -> dict[str, Any]:
-    """A decoded feedback event with its source position, before the join (the record itself, renamed in place)."""
-    row = record
-    for old, new in FEEDBACK_RENAMES.items():
-        if old in row:
-            row[new] = row.pop(old)
-    row["feedback_topic"] = topic
-    row["feedback_partition"] = partition
-    row["feedback_offset"] = offset
-    return row
+    """A decoded feedback event with its source position, before the join."""
+    return positioned_row(record, FEEDBACK_RENAMES, "feedback", topic, partition, offset)
 
 
 PYTHON_OVERHEAD = 4

@@ -9,16 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefpair.consumers.join import positioned_row
 from prefpair.schemas.log import SIGNAL_RENAMES
 
 
 def signal_row(record: dict[str, Any], topic: str, partition: int, offset: int) -> dict[str, Any]:
-    """A decoded signal event as a row of the signals table (the record itself, renamed in place)."""
-    row = record
-    for old, new in SIGNAL_RENAMES.items():
-        if old in row:
-            row[new] = row.pop(old)
-    row["signal_topic"] = topic
-    row["signal_partition"] = partition
-    row["signal_offset"] = offset
-    return row
+    """A decoded signal event as a row of the signals table."""
+    return positioned_row(record, SIGNAL_RENAMES, "signal", topic, partition, offset)
