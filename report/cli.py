@@ -9,9 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prefpair.config import Settings
 from prefpair.flags import Flags
-from prefpair.report.build import build_report
 from prefpair.report.config import REPORT_FLAGS
-from prefpair.report.experiments import definitions_from_topic
 from prefpair.storage import Location, location
 
 
@@ -45,6 +43,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: the analyses load matplotlib and scipy, which the other commands need not pay.
+    from prefpair.report.build import build_report
+    from prefpair.report.experiments import definitions_from_topic
+
     job = JOB_FLAGS.load(args)
     config = REPORT_FLAGS.load(args)
     options = settings.s3_options()

@@ -110,3 +110,14 @@ def test_an_os_error_is_one_line_naming_the_path(run_cli: RunCli, tmp_path: Path
     assert result.returncode == 74
     pattern = rf"prefpair consume: error: E(PERM|ACCES) \({home}[^)]*\): (Operation not permitted|Permission denied)"
     assert re.fullmatch(pattern, _one_line(result))
+
+
+def test_commands_other_than_report_do_not_import_the_plotting_stack() -> None:
+    """`prefpair consume` (every command but report) starts without matplotlib and scipy (~0.6 s)."""
+    probe = (
+        "import sys; from prefpair.cli import build_parser; "
+        "build_parser().parse_args(['consume', '--until-caught-up']); "
+        "print(sorted(m for m in ('matplotlib', 'scipy') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
