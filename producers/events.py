@@ -122,7 +122,13 @@ def ranking_arg(ranking: Sequence[Sequence[str]] | Sequence[str]) -> list[list[s
 
 
 def check_score(score: float | None) -> None:
-    if score is not None and isinstance(score, int | float) and not math.isfinite(score):
+    if score is None or not isinstance(score, int | float):
+        return
+    try:
+        finite = math.isfinite(score)
+    except OverflowError:  # an int beyond a double's range
+        raise ValidationError("score", f"{score} is too large for a double") from None
+    if not finite:
         raise ValidationError("score", f"{score} is not a finite number")
 
 

@@ -109,6 +109,9 @@ def _define(model: type[BaseModel], rules: Rules, source: list[str], namespace: 
             elif isinstance(meta, annotated_types.Ge):
                 namespace[limit] = meta.ge
                 checks += [f"if value < {limit}:", "    return False"]
+            elif isinstance(meta, annotated_types.Le):
+                namespace[f"{limit}_max"] = meta.le
+                checks += [f"if value > {limit}_max:", "    return False"]
             else:
                 raise TypeError(f"{where}: the fast path does not check the constraint {meta!r}")
         if checks:

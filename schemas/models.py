@@ -22,6 +22,11 @@ from prefpair.errors import first_problem
 from prefpair.schemas import rules
 from prefpair.schemas.exceptions import ValidationError
 
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+"""Bounds of an Avro ``int``: the model refuses a number beyond them, naming the field."""
+LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
+"""Bounds of an Avro ``long``."""
+
 
 def now_ms() -> int:
     """The current time as the contract's timestamps are: epoch milliseconds."""
@@ -93,12 +98,12 @@ class Candidate(_Record):
     model_checkpoint: str | None = None
     temperature: float | None = None
     top_p: float | None = None
-    max_tokens: int | None = None
-    seed: int | None = None
+    max_tokens: int | None = Field(default=None, ge=INT_MIN, le=INT_MAX)
+    seed: int | None = Field(default=None, ge=LONG_MIN, le=LONG_MAX)
     sampling_extra: dict[str, str] = Field(default_factory=dict)
     finish_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    prompt_tokens: int | None = Field(default=None, ge=INT_MIN, le=INT_MAX)
+    completion_tokens: int | None = Field(default=None, ge=INT_MIN, le=INT_MAX)
     latency_ms: float | None = None
 
     @model_validator(mode="after")
@@ -110,7 +115,7 @@ class Candidate(_Record):
 class InferenceEvent(_Record):
     event_id: str = Field(min_length=1)
     request_id: str = Field(min_length=1)
-    timestamp_ms: int = Field(ge=0)
+    timestamp_ms: int = Field(ge=0, le=LONG_MAX)
     system_prompt: str | None = None
     prompt: str | None = None
     messages: list[Message] | None = None
@@ -163,7 +168,7 @@ class FeedbackEvent(_Record):
     feedback_id: str = Field(min_length=1)
     op: FeedbackOp
     request_id: str = Field(min_length=1)
-    timestamp_ms: int = Field(ge=0)
+    timestamp_ms: int = Field(ge=0, le=LONG_MAX)
     key: str | None = None
     kind: JudgmentKind | None = None
     outcome: PairwiseOutcome | None = None
@@ -208,12 +213,12 @@ class SignalEvent(_Record):
 
     signal_id: str = Field(min_length=1)
     request_id: str = Field(min_length=1)
-    timestamp_ms: int = Field(ge=0)
+    timestamp_ms: int = Field(ge=0, le=LONG_MAX)
     kind: str = Field(min_length=1)
     candidate_id: str | None = None
     value: float | None = None
     text: str | None = None
-    dwell_ms: int | None = None
+    dwell_ms: int | None = Field(default=None, ge=LONG_MIN, le=LONG_MAX)
     source: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from prefpair.producers.events import FEEDBACK_CONTRACT, INFERENCE_CONTRACT
+from prefpair.producers.events import FEEDBACK_CONTRACT, INFERENCE_CONTRACT, check_score
 from prefpair.producers.records import Contract, encode_checked
 from prefpair.schemas import (
     Candidate,
@@ -169,3 +169,33 @@ def test_fast_path_sends_and_refuses_what_the_model_does(contract: Contract[Any]
             differences.append(f"{how} {path}={new!r}: model {expected!r:.200}, fast path {got!r:.200}")
     assert not differences, "\n".join(differences[:20])
     assert compared > 500 and refused > 100 and fast > 50, (compared, refused, fast)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("max_tokens", 2**31, "less than or equal to 2147483647"),
+        ("prompt_tokens", -(2**31) - 1, "greater than or equal to -2147483648"),
+        ("seed", 2**70, "less than or equal to 9223372036854775807"),
+        ("seed", -(2**63) - 1, "greater than or equal to -9223372036854775808"),
+    ],
+)
+def test_a_number_beyond_its_avro_type_is_refused_naming_the_field(field: str, value: int, reason: str) -> None:
+    """Avro ints are 32-bit and longs 64-bit: a larger number is the model's error, not fastavro's ValueError."""
+    fields = inference_fields()
+    fields["candidates"][0][field] = value
+    with pytest.raises(ValidationError) as caught:
+        encode_checked(CODEC, INFERENCE_CONTRACT, fields)
+    assert caught.value.field == f"candidates.0.{field}"
+    assert reason in caught.value.reason
+    with pytest.raises(ValidationError, match="timestamp_ms"):
+        encode_checked(CODEC, INFERENCE_CONTRACT, inference_fields(timestamp_ms=2**64))
+
+
+def test_a_score_beyond_a_double_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValidationError) as caught:
+        check_score(10**400)
+    assert (caught.value.field, caught.value.reason) == ("score", f"{10**400} is too large for a double")
+    with pytest.raises(ValidationError, match="not a finite number"):
+        check_score(float("inf"))
+    check_score(2**70)  # a large int a double holds is a score like any other

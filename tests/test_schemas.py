@@ -47,6 +47,7 @@ from prefpair.schemas.schema_registry import HttpSchemaRegistry, SchemaRegistryE
 from prefpair.schemas.wire import ConfluentCodec, SingleObjectCodec
 
 ROOT_MODELS = {"inference.avsc": models.InferenceEvent, "feedback.avsc": models.FeedbackEvent}
+AVRO_INT_BOUNDS = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 PRIMITIVES: dict[str, type] = {"string": str, "long": int, "int": int, "double": float, "boolean": bool}
 
 
@@ -84,6 +85,11 @@ class DriftChecker:
             py_nullable, py_inner = _split_optional(info.annotation)
             assert avro_nullable == py_nullable, f"{path}: nullable in Avro {avro_nullable}, in pydantic {py_nullable}"
             self.check_type(avro_inner, py_inner, path)
+            if isinstance(avro_inner, str) and avro_inner in AVRO_INT_BOUNDS:
+                # The model refuses a number Avro cannot hold, naming the field (not fastavro's ValueError).
+                low, high = AVRO_INT_BOUNDS[avro_inner]
+                bounds = {type(m).__name__: getattr(m, type(m).__name__.lower()) for m in info.metadata}
+                assert low <= bounds.get("Ge", low - 1) and bounds.get("Le", high + 1) <= high, f"{path}: {bounds}"
             if "default" in field:
                 assert not info.is_required(), f"{path}: has an Avro default but pydantic requires it"
                 assert info.get_default(call_default_factory=True) == field["default"], f"{path}: defaults differ"
