@@ -39,6 +39,12 @@ class ConsumerConfig(BaseModel):
         description="How long feedback waits for its inference event before it is an orphan, in event time "
         "(record timestamps); the wall clock counts only once a partition is read to its end on both topics.",
     )
+    max_future_ms: int = Field(
+        default=5 * 60 * 1000,
+        ge=0,
+        description="A record stamped more than this ahead of the daemon's clock joins as usual but does not "
+        "move stream time, so one producer's wrong clock cannot make everyone's on-time feedback late.",
+    )
     max_idle_ms: int = Field(
         default=2_000,
         ge=0,

@@ -541,7 +541,8 @@ class ConsumerDaemon:
             )
             known = self._landed.known_event_ids(number, self.config.dedup_ids) if resume.has_segments else ([], [])
             self._joins[number] = PartitionJoin(
-                resume, self._hot, grace_ms=self.config.grace_ms, dedup_ids=self.config.dedup_ids, known_ids=known
+                resume, self._hot, grace_ms=self.config.grace_ms, dedup_ids=self.config.dedup_ids, known_ids=known,
+                max_future_ms=self.config.max_future_ms,
             )
             self._aligned[number] = AlignedPartition(self.config.max_idle_ms)
             log.info(

@@ -24,6 +24,7 @@ those files back from that offset and subtracts what later segments joined or or
 from __future__ import annotations
 
 import heapq
+import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -33,6 +34,8 @@ from typing import Any
 from prefpair.consumers.segments import JoinedPair, PendingItem, ResumeState
 from prefpair.schemas.log import FEEDBACK_RENAMES, INFERENCE_RENAMES
 from prefpair.schemas.models import now_ms
+
+log = logging.getLogger(__name__)
 
 LandedLookup = Callable[[int, list[str]], dict[str, dict[str, Any]]]
 """``(partition, request_ids) -> {request_id: landed inference row}``."""
@@ -155,10 +158,15 @@ class PartitionJoin:
         grace_ms: int,
         dedup_ids: int,
         known_ids: tuple[Iterable[str], Iterable[str]] = ((), ()),
+        max_future_ms: int = 5 * 60 * 1000,
     ) -> None:
         self.partition = resume.partition
         self.hot = hot
         self.grace_ms = grace_ms
+        self.max_future_ms = max_future_ms
+        self._future_limit = 0
+        """Timestamps above this (the wall clock plus ``max_future_ms``, re-read when passed) move no time."""
+        self.future_stamped = 0
         self.inference_start = self.inference_next = resume.inference_next or 0
         self.feedback_start = self.feedback_next = resume.feedback_next or 0
         self.stream_time = resume.stream_time_ms
@@ -205,8 +213,26 @@ class PartitionJoin:
             self.feedback_next = offset + 1
         self._touch(0)
         if timestamp_ms is not None and timestamp_ms > self.stream_time:
+            if timestamp_ms > self._future_limit and self._from_the_future(timestamp_ms, offset):
+                return
             self.stream_time = timestamp_ms
             self._expire_up_to(timestamp_ms)
+
+    def _from_the_future(self, timestamp_ms: int, offset: int) -> bool:
+        """A record stamped more than ``max_future_ms`` ahead of the wall clock moves no stream time:
+        one producer with a wrong clock would otherwise make every on-time record look late."""
+        self._future_limit = now_ms() + self.max_future_ms
+        if timestamp_ms <= self._future_limit:
+            return False
+        self.future_stamped += 1
+        if self.future_stamped == 1 or self.future_stamped % 1000 == 0:
+            log.warning(
+                "partition %d: a record at offset %d is stamped %d, %.0f s ahead of this host's clock; "
+                "records stamped more than %.0f s ahead do not move stream time (%d so far)",
+                self.partition, offset, timestamp_ms, (timestamp_ms - now_ms()) / 1000, self.max_future_ms / 1000,
+                self.future_stamped,
+            )  # fmt: skip
+        return True
 
     # ------------------------------------------------------------------ events
     def add_inference(self, row: dict[str, Any], size: int, timestamp_ms: int) -> None:

@@ -68,11 +68,18 @@ class RawProducer:
         self.settings = settings
         self.producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "enable.idempotence": True,
                                   "linger.ms": 5, "partitioner": KEY_PARTITIONER})  # fmt: skip
+        self.failed: list[str] = []
+        """Delivery errors (a record the broker refused): ``flush`` fails the test on any."""
+
+    def _delivered(self, error: Any, msg: Any) -> None:
+        if error is not None:
+            self.failed.append(f"{msg.topic()} at {msg.timestamp()[1]}: {error}")
 
     def _send(self, topic: str, key: str, value: bytes, timestamp_ms: int | None = None) -> None:
         while True:
             try:
-                self.producer.produce(topic, key=key.encode(), value=value, timestamp=timestamp_ms or 0)
+                self.producer.produce(topic, key=key.encode(), value=value, timestamp=timestamp_ms or 0,
+                                      on_delivery=self._delivered)  # fmt: skip
                 break
             except BufferError:
                 self.producer.poll(0.1)
@@ -104,6 +111,7 @@ class RawProducer:
 
     def flush(self) -> None:
         assert self.producer.flush(30) == 0
+        assert not self.failed, f"the broker refused {len(self.failed)} record(s): {self.failed[:3]}"
 
 
 def poison(rng: random.Random) -> bytes:

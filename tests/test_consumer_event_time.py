@@ -123,6 +123,33 @@ def test_record_timestamps_decide_what_joins_whatever_the_order_of_production(ma
     assert stats.stream_time_ms == t0 + 500_000
 
 
+def test_a_record_stamped_far_ahead_of_the_clock_does_not_make_on_time_feedback_late(
+    make_settings: MakeSettings,
+) -> None:
+    settings = make_settings(partitions=1)
+    producer = RawProducer(settings)
+    config = ConsumerConfig(grace_ms=10_000, flush_interval_ms=100)
+    t0 = int(time.time() * 1000) - 3_600_000
+    ahead = 50 * 60_000 + 3_600_000  # 50 minutes ahead of now (the broker refuses an hour or more)
+    # A producer whose clock is 50 minutes ahead logs feedback on a request that is already there.
+    producer.inference(inference("r-skewed"), timestamp_ms=t0)
+    producer.feedback(pairwise("r-skewed", feedback_id="f-skewed"), timestamp_ms=t0 + ahead)
+    producer.flush()
+    first = ConsumerDaemon(settings, config).run(until_caught_up=True)
+    assert first.stream_time_ms == t0  # the skewed record joined but moved no time
+    # Then on-time traffic: feedback 5 s before its inference, well within the grace.
+    producer.feedback(pairwise("r-on-time", feedback_id="f-on-time"), timestamp_ms=t0 + 60_000)
+    producer.flush()
+    producer.inference(inference("r-on-time"), timestamp_ms=t0 + 65_000)
+    producer.flush()
+    second = ConsumerDaemon(settings, config).run(until_caught_up=True)
+
+    paths = {r["feedback_id"]: r["join_path"] for r in feedback_rows(settings.log_dir)}
+    assert paths == {"f-skewed": "hot", "f-on-time": "waited"}
+    assert orphan_ids(settings.log_dir) == []
+    assert second.stream_time_ms == t0 + 65_000
+
+
 # --------------------------------------------------------------------------- waiting feedback across restarts
 def test_waiting_feedback_survives_restarts_and_compaction_and_is_stored_once(make_settings: MakeSettings) -> None:
     settings = make_settings(partitions=1)

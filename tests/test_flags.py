@@ -128,6 +128,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("ConsumerConfig", "session_timeout_ms"): case(("--session-timeout-ms", "6000"), "6000", 6000),
     ("ConsumerConfig", "assignment_timeout_s"): case(("--assignment-timeout", "9"), "9", 9.0),
     ("ConsumerConfig", "max_idle_ms"): case(("--max-idle-ms", "50"), "50", 50),
+    ("ConsumerConfig", "max_future_ms"): case(("--max-future-ms", "60000"), "60000", 60_000),
     ("ConsumerConfig", "max_queued_bytes"): case(("--max-queued-bytes", "4096"), "4096", 4096),
     ("ConsumerConfig", "backlog_flush_interval_ms"): case(("--backlog-flush-interval-ms", "900"), "900", 900),
     ("ConsumeRun", "until_caught_up"): case(("--until-caught-up",), "true", True),
