@@ -32,7 +32,9 @@ from typing import Any, Generic, TypeVar
 import annotated_types
 from pydantic import BaseModel
 
+from prefpair.schemas.exceptions import ValidationError
 from prefpair.schemas.wire import Codec
+from prefpair.unicode_text import invalid_text
 
 PlainCheck = Callable[[dict[str, Any]], bool]
 Rules = Mapping[type[BaseModel], Callable[[Any], None]]
@@ -64,7 +66,14 @@ def encode_checked(codec: Codec, contract: Contract[Any], fields: dict[str, Any]
         except ENCODE_ERRORS:
             pass  # a value of another type: the model coerces it or raises its own error
     record = contract.record_of(contract.parse(fields))
-    return record, codec.encode(contract.name, record)
+    try:
+        return record, codec.encode(contract.name, record)
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 (so no Avro string) can hold it
+        problem = invalid_text(record)
+        if problem is None:
+            raise
+        path, reason = problem
+        raise ValidationError(".".join(map(str, path)), reason) from None
 
 
 # --------------------------------------------------------------------------- the generated check

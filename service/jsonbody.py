@@ -9,7 +9,8 @@ be, even inside a batch (:data:`MAX_BODY_DEPTH`). Both refusals are the same 422
 field path, so no endpoint accepts a value another refuses.
 
 **Unicode.** JSON can spell a lone surrogate (``"\\ud800"``) that no UTF-8 text, and so no Avro
-string in Kafka, can hold: :func:`invalid_text` finds one in any string or object key, at any depth.
+string in Kafka, can hold: :func:`~prefpair.unicode_text.invalid_text` finds one in any string or
+object key, at any depth (the SDK refuses the same with the same words).
 """
 
 from __future__ import annotations
@@ -108,32 +109,3 @@ def _key(token: str) -> str:
     except ValueError:
         return token[1:-1]
     return key if isinstance(key, str) else token
-
-
-def invalid_text(value: Any) -> tuple[Path, str] | None:
-    """The first string or object key (any depth) that is not valid Unicode: its path and why."""
-    pending: list[tuple[Path, Any]] = [([], value)]
-    while pending:
-        path, item = pending.pop()
-        if isinstance(item, str):
-            if not is_unicode(item):
-                return path, "not valid Unicode text (it has a lone surrogate)"
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                if not is_unicode(key):
-                    return path, f"key {key!a} is not valid Unicode text (it has a lone surrogate)"
-                pending.append(([*path, key], child))
-        elif isinstance(item, list):
-            pending.extend(([*path, index], child) for index, child in enumerate(item))
-    return None
-
-
-def is_unicode(text: str) -> bool:
-    """Whether ``text`` is Unicode text, which UTF-8 (and so Kafka, DuckDB, any reader) can hold."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

@@ -15,9 +15,10 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 
 from prefpair.service.exceptions import RefusedError
-from prefpair.service.jsonbody import MAX_BODY_DEPTH, TOO_DEEP, depth_overflow, field_path, invalid_text, takes_json
+from prefpair.service.jsonbody import MAX_BODY_DEPTH, TOO_DEEP, depth_overflow, field_path, takes_json
 from prefpair.service.limits import BodyTooLarge
 from prefpair.service.refusals import error_response
+from prefpair.unicode_text import invalid_text
 
 
 class CheckedJsonRoute(APIRoute):

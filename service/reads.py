@@ -31,7 +31,7 @@ import duckdb
 from prefpair.schemas import resolution
 from prefpair.schemas.log import FEEDBACK_LOG, ORPHAN_LOG, table_files, with_added_columns
 from prefpair.service.exceptions import BadCursorError
-from prefpair.service.jsonbody import is_unicode
+from prefpair.unicode_text import is_unicode
 
 # Fields of a feedback the API returns as they are (metadata is returned as ``metadata``).
 FIELDS = tuple(name for name in resolution.PATCHABLE if name != "feedback_metadata")

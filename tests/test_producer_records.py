@@ -199,3 +199,21 @@ def test_a_score_beyond_a_double_is_refused_naming_the_field() -> None:
     with pytest.raises(ValidationError, match="not a finite number"):
         check_score(float("inf"))
     check_score(2**70)  # a large int a double holds is a score like any other
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        (inference_fields(prompt="a\ud800b"), "prompt"),
+        (inference_fields(user_id="\udcff"), "user_id"),
+        (inference_fields(metadata={"app": "ok", "note": "x\udc80"}), "metadata.note"),
+    ],
+    ids=["prompt", "user_id", "metadata-value"],
+)
+def test_a_lone_surrogate_is_refused_naming_the_field(fields: dict[str, Any], field: str) -> None:
+    """No UTF-8 text (so no Avro string) holds a lone surrogate: the same 422 words the service says."""
+    with pytest.raises(ValidationError) as caught:
+        encode_checked(CODEC, INFERENCE_CONTRACT, fields)
+    assert (caught.value.field, caught.value.reason) == (field, "not valid Unicode text (it has a lone surrogate)")
+    surrogate_pair = inference_fields(prompt="a\U0001f600b")  # a character like any other
+    assert encode_checked(CODEC, INFERENCE_CONTRACT, surrogate_pair)[0] is surrogate_pair

@@ -19,11 +19,12 @@ from prefpair.errors import ConfigError
 from prefpair.schemas.log import FEEDBACK_LOG, INFERENCE_LOG, ORPHAN_LOG, SegmentName
 from prefpair.service.config import ServiceConfig, TokenReuse, TokenSecret
 from prefpair.service.exceptions import BadCursorError, IdempotencyConflictError, TokenError
-from prefpair.service.jsonbody import depth_overflow, field_path, invalid_text, nesting_depth
+from prefpair.service.jsonbody import depth_overflow, field_path, nesting_depth
 from prefpair.service.limits import IdempotencyCache, RateLimiter
 from prefpair.service.reads import FeedbackFilter, LogReader, decode_cursor, encode_cursor
 from prefpair.service.server import RedactAccessLog, uvicorn_options
 from prefpair.service.tokens import TokenClaims, TokenSigner, UsedTokens
+from prefpair.unicode_text import invalid_text
 
 OLD = TokenSecret(kid="old", secret=SecretStr("o" * 32))
 NEW = TokenSecret(kid="new", secret=SecretStr("n" * 32))
