@@ -7,7 +7,8 @@ line needs the models of both sides: ``chosen_model`` and ``rejected_model`` (co
 provenance columns). Optional: ``request_id``, ``source_type`` (or ``source``: a string or
 ``{"type": ...}``), ``feedback_id``, ``feedback_timestamp_ms`` / ``timestamp_ms``, and the
 answers (``chosen`` / ``rejected`` or ``preferred_output`` / ``non_preferred_output``, as
-text or chat messages) for their lengths.
+text or chat messages) for their lengths. A compile's dataset (it has ``manifest.json``) holds the
+same pairs once per format: one format's folder is read, so each judgment counts once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from prefpair.report.load import Comparisons, LogData, create_empty_log_tables
 from prefpair.storage import LocalStorage, Storage, read_all
 
 ANSWER_COLUMNS = (("chosen", "rejected"), ("preferred_output", "non_preferred_output"))
+MANIFEST = "manifest.json"
+"""What a compile writes at the root of a dataset (``prefpair.compile.output.MANIFEST``)."""
 PUBLISHED_POINTERS = "published/"
 """Where a compile to object storage keeps the pointers to the datasets it published (beside ``data/``)."""
 
@@ -53,6 +56,18 @@ def _prompt_key(prompt: Any) -> str | None:
     return "prompt:" + (prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True))
 
 
+def _one_format(per_format: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The rows of one format folder: a compile writes the same pairs once per format, so reading
+    them all would count each judgment once per format. The folder whose lines carry the answers
+    (for the length checks) and the most pairs is read; the others hold the same pairs."""
+
+    def answered(rows: list[dict[str, Any]]) -> int:
+        return sum(any(c in row and r in row for c, r in ANSWER_COLUMNS) for row in rows)
+
+    ranked = sorted(per_format.items(), key=lambda item: (-answered(item[1]), -len(item[1]), item[0]))
+    return ranked[0][1] if ranked else []
+
+
 def load_dataset(dataset_dir: Path | Storage) -> LogData:
     """Comparisons from every ``*.jsonl`` file under ``dataset_dir`` (a folder or object storage)."""
     folder = dataset_dir if isinstance(dataset_dir, Storage) else LocalStorage(dataset_dir)
@@ -63,11 +78,15 @@ def load_dataset(dataset_dir: Path | Storage) -> LogData:
             "dataset", f"{folder.url} holds the datasets a compile published: give the one to report on "
             "(the `dataset` line `prefpair compile` printed, .../data/<n>-<id>)"
         )  # fmt: skip
-    files = [folder / name for name in sorted(names, key=lambda name: name.split("/")) if name.endswith(".jsonl")]
+    relative = [name for name in sorted(names, key=lambda name: name.split("/")) if name.endswith(".jsonl")]
+    files = [folder / name for name in relative]
+    # A compile's dataset (it has a manifest) holds the same pairs in each <format>/ folder.
+    by_format = MANIFEST in names
     if not files:
         raise EmptyLogError(where, "no *.jsonl files (is this a folder written by `prefpair compile`?)")
-    rows: list[dict[str, Any]] = []
-    for file, content in zip(files, read_all(files), strict=True):
+    per_format: dict[str, list[dict[str, Any]]] = {}
+    for name, file, content in zip(relative, files, read_all(files), strict=True):
+        found = per_format.setdefault(name.rsplit("/", 1)[0] if by_format and "/" in name else "", [])
         for number, line in enumerate(content.decode("utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
@@ -76,7 +95,8 @@ def load_dataset(dataset_dir: Path | Storage) -> LogData:
             except json.JSONDecodeError as exc:
                 raise ReportInputError("dataset", f"{file.url}:{number} is not JSON: {exc.msg}") from None
             if row.get("chosen_model") and row.get("rejected_model"):
-                rows.append(row)
+                found.append(row)
+    rows = _one_format(per_format)
     if not rows:
         raise ReportInputError(
             "dataset", f"no line in {folder.url} names chosen_model and rejected_model: compile with provenance"

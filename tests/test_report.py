@@ -913,3 +913,25 @@ def test_bootstrap_resamples_requests_so_correlated_raters_add_no_false_precisio
     assert naive_position["value"] == pytest.approx(position["value"])
     naive_width = naive_position["ci_high"] - naive_position["ci_low"]
     assert position["ci_high"] - position["ci_low"] > 1.5 * naive_width
+
+
+def test_a_dataset_of_several_formats_counts_each_pair_once(tmp_path: Path) -> None:
+    """A compile writes the same pairs once per format: the report reads one format's folder."""
+    from prefpair.report.dataset import load_dataset
+
+    pairs = [{"pair_id": f"p{i}", "chosen_model": "a", "rejected_model": "b", "request_id": f"r{i}"} for i in range(40)]
+    formats = {
+        "openai/train.meta.jsonl": [{"line": i + 1, **p} for i, p in enumerate(pairs)],  # models, no answers
+        "trl/train.jsonl": [{"prompt": "q", "chosen": "xx", "rejected": "yyy", **p} for p in pairs],
+        "trl_conversational/train.jsonl": [{"prompt": [], "chosen": [{"role": "assistant", "content": "xx"}],
+                                            "rejected": [{"role": "assistant", "content": "y"}], **p} for p in pairs],
+    }  # fmt: skip
+    for name, lines in formats.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (tmp_path / "manifest.json").write_text("{}")
+    data = load_dataset(tmp_path)
+    assert len(data.comparisons.judgment) == len(pairs)
+    assert list(data.comparisons.a_length) == [2.0] * len(pairs)  # a folder whose lines carry the answers
+    (tmp_path / "manifest.json").unlink()  # not a compile's dataset: every file counts
+    assert len(load_dataset(tmp_path).comparisons.judgment) == 3 * len(pairs)
