@@ -81,6 +81,9 @@ def keeping_hashes(table: Table) -> Table:
 _LAYOUT_KEY = 0
 """Any non-``str`` key: inserting one switches a dict to the general layout for good."""
 
+EVICTED_IDS_KEPT = 1_000_000
+"""Evicted request ids remembered per partition (~100 bytes each); past that, every miss is looked up."""
+
 PYTHON_OVERHEAD = 4
 """Decoded rows take about this many times their Avro size in memory (dicts, str objects)."""
 
@@ -88,8 +91,10 @@ PYTHON_OVERHEAD = 4
 class HotState:
     """Recent inference rows by request id, across partitions, within a byte budget.
 
-    Oldest entries leave first. A partition that lost an entry is marked so that its misses are
-    looked up in the landed log instead of being presumed early.
+    Oldest entries leave first. The request ids that left are remembered per partition (up to
+    :data:`EVICTED_IDS_KEPT`), so that a miss is looked up in the landed log only when its inference
+    was evicted, not for every feedback that comes before its inference; past that many, any miss
+    of the partition may have been evicted.
     """
 
     def __init__(self, budget_bytes: int) -> None:
@@ -99,7 +104,16 @@ class HotState:
         # slots of every entry removed from its front, which made eviction cost grow with the budget.
         self._rows: OrderedDict[str, tuple[int, dict[str, Any], int]] = keeping_hashes(OrderedDict())
         self.evicted_from: set[int] = set()
+        self._evicted_ids: dict[int, set[str]] = {}
+        self._untracked: set[int] = set()
+        """Partitions that evicted more than EVICTED_IDS_KEPT ids: any id may have left."""
         self.evictions = 0
+
+    def may_have_evicted(self, partition: int, request_id: str) -> bool:
+        """Whether the inference of ``request_id`` may have left memory (so it may be in the landed log)."""
+        if partition not in self.evicted_from:
+            return False
+        return partition in self._untracked or request_id in self._evicted_ids.get(partition, ())
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -115,15 +129,23 @@ class HotState:
         self._rows[request_id] = (partition, row, size)
         self.used_bytes += size
         while self.used_bytes > self.budget_bytes and self._rows:
-            _, (part, _, freed) = self._rows.popitem(last=False)
+            evicted, (part, _, freed) = self._rows.popitem(last=False)
             self.used_bytes -= freed
             self.evicted_from.add(part)
             self.evictions += 1
+            if part not in self._untracked:
+                ids = self._evicted_ids.setdefault(part, set())
+                ids.add(evicted)
+                if len(ids) > EVICTED_IDS_KEPT:
+                    self._untracked.add(part)
+                    del self._evicted_ids[part]
 
     def drop_partition(self, partition: int) -> None:
         for request_id in [r for r, entry in self._rows.items() if entry[0] == partition]:
             self.used_bytes -= self._rows.pop(request_id)[2]
         self.evicted_from.discard(partition)
+        self._evicted_ids.pop(partition, None)
+        self._untracked.discard(partition)
 
 
 class BoundedIds:
@@ -264,7 +286,7 @@ class PartitionJoin:
         item = PendingItem(row, timestamp_ms, row["feedback_offset"])
         self._wait(item)
         self._new_pending.append(item)
-        if self.may_have_landed or self.partition in self.hot.evicted_from:
+        if self.may_have_landed or self.hot.may_have_evicted(self.partition, request_id):
             self.unchecked.add(request_id)
         if self.stream_time - timestamp_ms > self.grace_ms:  # already older than the grace
             self._expire_up_to(self.stream_time)
@@ -352,10 +374,11 @@ class PartitionJoin:
 
     def resolve_landed(self, lookup: LandedLookup) -> int:
         """Join waiting (and just expired) feedback whose inference is in the committed log."""
-        expired_may_have_landed = self.may_have_landed or self.partition in self.hot.evicted_from
         wanted = set(self.unchecked)
-        if expired_may_have_landed:
-            wanted.update(item.row["request_id"] for item in self._expired)
+        for item in self._expired:
+            request_id = item.row["request_id"]
+            if self.may_have_landed or self.hot.may_have_evicted(self.partition, request_id):
+                wanted.add(request_id)
         if not wanted:
             return 0
         found = lookup(self.partition, sorted(wanted))
