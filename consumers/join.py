@@ -81,8 +81,9 @@ def keeping_hashes(table: Table) -> Table:
 _LAYOUT_KEY = 0
 """Any non-``str`` key: inserting one switches a dict to the general layout for good."""
 
-EVICTED_IDS_KEPT = 1_000_000
-"""Evicted request ids remembered per partition (~100 bytes each); past that, every miss is looked up."""
+EVICTED_IDS_KEPT = 200_000
+"""Evicted request ids remembered per partition (~100 bytes each, ~20 MB at most); past that, the
+partition falls back to looking up every miss, as before these ids were kept."""
 
 PYTHON_OVERHEAD = 4
 """Decoded rows take about this many times their Avro size in memory (dicts, str objects)."""
