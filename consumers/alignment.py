@@ -37,7 +37,8 @@ def record_timestamp(msg: Message, fallback: int) -> int:
 class Side:
     """Fetched, not yet joined records of one topic-partition."""
 
-    queue: deque[tuple[int, Message]] = field(default_factory=deque)
+    queue: deque[tuple[int, int, Message]] = field(default_factory=deque)
+    """``(timestamp, size, message)``: the size is the value's length, read once when queued."""
     at_end: bool = False
     """The last fetch reached the partition's end (librdkafka's partition EOF)."""
     next_offset: int = -1
@@ -64,8 +65,9 @@ class AlignedPartition:
             return False
         queue.next_offset = offset + 1
         queue.at_end = False
-        queue.queue.append((record_timestamp(msg, fallback_ms), msg))
-        queue.queued_bytes += len(msg.value() or b"")
+        size = len(msg.value() or b"")
+        queue.queue.append((record_timestamp(msg, fallback_ms), size, msg))
+        queue.queued_bytes += size
         return True
 
     def reached_end(self, side: int, offset: int | None) -> None:
@@ -74,14 +76,15 @@ class AlignedPartition:
         if offset is None or offset >= queue.next_offset:
             queue.at_end = True
 
-    def pop(self, now_s: float) -> tuple[int, int, Message] | None:
-        """The next record to join as ``(side, timestamp, message)``, or None to wait for fetches."""
+    def pop(self, now_s: float) -> tuple[int, int, int, Message] | None:
+        """The next record to join as ``(side, timestamp, size, message)``, or None to wait for fetches."""
         inference, feedback = self.sides
-        if inference.queue and feedback.queue:
+        first, second = inference.queue, feedback.queue
+        if first and second:
             self._waiting_since = None
-            side = INFERENCE if inference.queue[0][0] <= feedback.queue[0][0] else FEEDBACK
-        elif inference.queue or feedback.queue:
-            side = INFERENCE if inference.queue else FEEDBACK
+            side = INFERENCE if first[0][0] <= second[0][0] else FEEDBACK
+        elif first or second:
+            side = INFERENCE if first else FEEDBACK
             if not self.sides[1 - side].at_end:
                 if self._waiting_since is None:
                     self._waiting_since = now_s
@@ -91,9 +94,9 @@ class AlignedPartition:
         else:
             return None
         chosen = self.sides[side]
-        timestamp, msg = chosen.queue.popleft()
-        chosen.queued_bytes -= len(msg.value() or b"")
-        return side, timestamp, msg
+        timestamp, size, msg = chosen.queue.popleft()
+        chosen.queued_bytes -= size
+        return side, timestamp, size, msg
 
     @property
     def idle(self) -> bool:

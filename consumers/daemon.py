@@ -302,7 +302,7 @@ class ConsumerDaemon:
                 consumer.resume([TopicPartition(topic, partition)])
                 queued.paused = False
 
-    def _handle(self, join: PartitionJoin, side: int, timestamp: int, msg: Message) -> None:
+    def _handle(self, join: PartitionJoin, side: int, timestamp: int, size: int, msg: Message) -> None:
         topic, partition = msg.topic() or "", msg.partition() or 0
         offset = msg.offset() or 0
         is_inference = side == INFERENCE
@@ -332,13 +332,13 @@ class ConsumerDaemon:
             return
         if is_signal:
             self.stats.signal_events += 1
-            join.add_signal(signal_row(record, topic, partition, offset), len(value), timestamp)
+            join.add_signal(signal_row(record, topic, partition, offset), size, timestamp)
         elif is_inference:
             self.stats.inference_events += 1
-            join.add_inference(inference_row(record, topic, partition, offset), len(value), timestamp)
+            join.add_inference(inference_row(record, topic, partition, offset), size, timestamp)
         else:
             self.stats.feedback_events += 1
-            join.add_feedback(feedback_row(record, topic, partition, offset), len(value), timestamp)
+            join.add_feedback(feedback_row(record, topic, partition, offset), size, timestamp)
 
     def _caught_up(self) -> bool:
         """Whether the whole group is done: ours are at their ends and flushed, and every other
