@@ -43,7 +43,7 @@ from prefpair.compile.formats import (
     unsupported_role_sql,
 )
 from prefpair.compile.pipeline import Pipeline
-from prefpair.compile.redaction import card_section, redact_jsonl, redactor
+from prefpair.compile.redaction import card_section, install, redactor
 from prefpair.compile.sql import sql_string
 from prefpair.durable import fsync_path
 from prefpair.schemas.log import TABLES, SegmentName, committed_files, committed_segments, table_files
@@ -239,6 +239,7 @@ def _compile_into(
                 keep = f"NOT ({unsupported})"
             written[fmt], meta_written[fmt] = {}, {}
             redacting = redactor(f"{name}={regex}" for name, regex in config.redact_patterns.items())
+            install(con, redacting if config.redact else None)
             for split in config.splits:
                 rows = counts.get(split, 0)
                 if not rows:
@@ -251,8 +252,6 @@ def _compile_into(
                     f"COPY (SELECT {projection(spec, config)} FROM {source} {where} {order}) "
                     f"TO {sql_string(str(stage / relative))} (FORMAT JSON)"
                 )
-                if config.redact:
-                    redact_jsonl(stage / relative, redacting)
                 log.info("compile: wrote %s (%d rows) in %.1f s", relative, rows, time.monotonic() - started)
                 written[fmt][split] = (relative, rows)
                 if meta_columns(spec, config):
