@@ -257,7 +257,7 @@ def projection(spec: FormatSpec, config: CompileConfig) -> str:
 def meta_projection(spec: FormatSpec, config: CompileConfig) -> str:
     """``line, expr AS "key", ...`` for the meta file: ``line`` numbers the split's lines from 1, in their order."""
     return ", ".join(
-        [f'row_number() OVER (ORDER BY {spec.order}) AS "line"']
+        [f'row_number() OVER (PARTITION BY split ORDER BY {spec.order}) AS "line"']
         + [f'{expr} AS "{key}"' for key, expr, _ in meta_columns(spec, config)]
     )
 
