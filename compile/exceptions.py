@@ -73,3 +73,11 @@ class SparkUnavailableError(CompileError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"engine spark: {reason}")
+
+
+class SplitWriteError(CompileError):
+    """A COPY wrote another number of rows than the splits it was cutting into files hold."""
+
+    def __init__(self, path: Path, expected: int, written: int) -> None:
+        self.path, self.expected, self.written = path, expected, written
+        super().__init__(f"{path}: expected {expected} rows for its splits, the COPY wrote {written}")

@@ -17,7 +17,9 @@ A message is ``{"role": str, "content": str}``; the system prompt, when there is
 first message of conversational prompts. The text formats (``trl``, ``trl_unpaired``) write the
 prompt as the ``text_prompt`` option says (``drop``: without the system prompt, chat turns joined
 by a blank line without roles; ``fold``: a transcript, see the ``transcript`` macro in
-:mod:`prefpair.compile.sql`).
+:mod:`prefpair.compile.sql`). Every text a format writes goes through the ``redacted_text``
+macro, every message list through ``redacted_messages`` (its contents): identities unless the
+compile redacts (:func:`prefpair.compile.redaction.install`).
 
 Optional columns come after the format's own: ``margin`` (float), ids (``pair_id``,
 ``prompt_id``, ``request_id``, ``chosen_id``, ``rejected_id``, ``feedback_ids``) and provenance
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefpair.compile.config import CompileConfig, Format
+from prefpair.compile.redaction import MESSAGES_MACRO, TEXT_MACRO
 
 # Macros chat() / prompt_text() / candidate_text() are defined in prefpair.compile.sql.
 CONVERSATION = (
@@ -44,6 +47,17 @@ CONVERSATION = (
 CHOSEN_MESSAGES = "chat(chosen_messages, 'assistant', chosen_text)"
 REJECTED_MESSAGES = "chat(rejected_messages, 'assistant', rejected_text)"
 TEXT_PROMPT = "<text prompt>"  # placeholder: the prompt of text formats, per the text_prompt option
+
+
+def _text(expr: str) -> str:
+    """A text column as written: redacted when the compile redacts."""
+    return f"{TEXT_MACRO}({expr})"
+
+
+def _messages(expr: str) -> str:
+    """A message list as written: its contents redacted when the compile redacts."""
+    return f"{MESSAGES_MACRO}({expr})"
+
 
 MESSAGES: dict[str, Any] = {"list": [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]}
 MESSAGE: dict[str, Any] = {"struct": [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]}
@@ -76,7 +90,7 @@ class FormatSpec:
 
     @property
     def text_prompt(self) -> bool:
-        return any(expr == TEXT_PROMPT for _, expr, _ in self.columns)
+        return any(TEXT_PROMPT in expr for _, expr, _ in self.columns)
 
 
 SPECS: dict[str, FormatSpec] = {
@@ -86,26 +100,26 @@ SPECS: dict[str, FormatSpec] = {
             "trl",
             "TRL DPOTrainer / RewardTrainer (standard, explicit prompt)",
             (
-                ("prompt", TEXT_PROMPT, STRING),
-                ("chosen", "chosen_text", STRING),
-                ("rejected", "rejected_text", STRING),
+                ("prompt", _text(TEXT_PROMPT), STRING),
+                ("chosen", _text("chosen_text"), STRING),
+                ("rejected", _text("rejected_text"), STRING),
             ),
         ),
         FormatSpec(
             "trl_conversational",
             "TRL DPOTrainer / RewardTrainer (conversational, explicit prompt)",
             (
-                ("prompt", CONVERSATION, MESSAGES),
-                ("chosen", CHOSEN_MESSAGES, MESSAGES),
-                ("rejected", REJECTED_MESSAGES, MESSAGES),
+                ("prompt", _messages(CONVERSATION), MESSAGES),
+                ("chosen", _messages(CHOSEN_MESSAGES), MESSAGES),
+                ("rejected", _messages(REJECTED_MESSAGES), MESSAGES),
             ),
         ),
         FormatSpec(
             "trl_unpaired",
             "TRL KTOTrainer / BCOTrainer (unpaired)",
             (
-                ("prompt", TEXT_PROMPT, STRING),
-                ("completion", "completion_text", STRING),
+                ("prompt", _text(TEXT_PROMPT), STRING),
+                ("completion", _text("completion_text"), STRING),
                 ("label", "label", {"dtype": "bool"}),
             ),
             unpaired=True,
@@ -116,7 +130,7 @@ SPECS: dict[str, FormatSpec] = {
             (
                 (
                     "input",
-                    f"{{'messages': {CONVERSATION}, 'tools': []::JSON[], 'parallel_tool_calls': TRUE}}",
+                    f"{{'messages': {_messages(CONVERSATION)}, 'tools': []::JSON[], 'parallel_tool_calls': TRUE}}",
                     {
                         "struct": [
                             {"name": "messages", **MESSAGES},
@@ -125,8 +139,8 @@ SPECS: dict[str, FormatSpec] = {
                         ]
                     },
                 ),
-                ("preferred_output", CHOSEN_MESSAGES, MESSAGES),
-                ("non_preferred_output", REJECTED_MESSAGES, MESSAGES),
+                ("preferred_output", _messages(CHOSEN_MESSAGES), MESSAGES),
+                ("non_preferred_output", _messages(REJECTED_MESSAGES), MESSAGES),
             ),
             meta_file=True,
             note="each line has exactly the three documented keys; with --include-margin, --include-ids or "
@@ -137,10 +151,10 @@ SPECS: dict[str, FormatSpec] = {
             "axolotl_chatml_intel",
             "Axolotl `rl: dpo`, `type: chatml.intel`",
             (
-                ("system", "coalesce(system_prompt, '')", STRING),
-                ("question", "prompt_text", STRING),
-                ("chosen", "chosen_text", STRING),
-                ("rejected", "rejected_text", STRING),
+                ("system", _text("coalesce(system_prompt, '')"), STRING),
+                ("question", _text("prompt_text"), STRING),
+                ("chosen", _text("chosen_text"), STRING),
+                ("rejected", _text("rejected_text"), STRING),
             ),
             note="the chat turns of a multi-turn prompt are joined into `question` by a blank line, without roles",
         ),
@@ -148,9 +162,9 @@ SPECS: dict[str, FormatSpec] = {
             "axolotl_chat_template",
             "Axolotl `rl: dpo`, `type: chat_template.default`",
             (
-                ("messages", CONVERSATION, MESSAGES),
-                ("chosen", "{'role': 'assistant', 'content': chosen_text}", MESSAGE),
-                ("rejected", "{'role': 'assistant', 'content': rejected_text}", MESSAGE),
+                ("messages", _messages(CONVERSATION), MESSAGES),
+                ("chosen", f"{{'role': 'assistant', 'content': {_text('chosen_text')}}}", MESSAGE),
+                ("rejected", f"{{'role': 'assistant', 'content': {_text('rejected_text')}}}", MESSAGE),
             ),
             roles=("system", "user", "assistant"),
             note="pairs whose prompt holds a message role other than system, user and assistant (such as `tool`: "
@@ -225,9 +239,8 @@ def text_prompt_sql(config: CompileConfig) -> str:
 
 def columns(spec: FormatSpec, config: CompileConfig) -> tuple[tuple[str, str, dict[str, Any]], ...]:
     """The columns of the format's lines: its own, plus the optional ones unless they go to a meta file."""
-    own = tuple(
-        (key, text_prompt_sql(config) if expr == TEXT_PROMPT else expr, feature) for key, expr, feature in spec.columns
-    )
+    prompt = text_prompt_sql(config)
+    own = tuple((key, expr.replace(TEXT_PROMPT, prompt), feature) for key, expr, feature in spec.columns)
     return own if spec.meta_file else own + _extras(spec, config)
 
 
@@ -244,7 +257,7 @@ def projection(spec: FormatSpec, config: CompileConfig) -> str:
 def meta_projection(spec: FormatSpec, config: CompileConfig) -> str:
     """``line, expr AS "key", ...`` for the meta file: ``line`` numbers the split's lines from 1, in their order."""
     return ", ".join(
-        [f'row_number() OVER (ORDER BY {spec.order}) AS "line"']
+        [f'row_number() OVER (PARTITION BY split ORDER BY {spec.order}) AS "line"']
         + [f'{expr} AS "{key}"' for key, expr, _ in meta_columns(spec, config)]
     )
 

@@ -43,7 +43,8 @@ from prefpair.compile.formats import (
     unsupported_role_sql,
 )
 from prefpair.compile.pipeline import Pipeline
-from prefpair.compile.redaction import card_section, redact_jsonl, redactor
+from prefpair.compile.redaction import card_section, install, redactor
+from prefpair.compile.splitfiles import SplitFile, write_splits
 from prefpair.compile.sql import sql_string
 from prefpair.durable import fsync_path
 from prefpair.schemas.log import TABLES, SegmentName, committed_files, committed_segments, table_files
@@ -239,29 +240,23 @@ def _compile_into(
                 keep = f"NOT ({unsupported})"
             written[fmt], meta_written[fmt] = {}, {}
             redacting = redactor(f"{name}={regex}" for name, regex in config.redact_patterns.items())
-            for split in config.splits:
-                rows = counts.get(split, 0)
-                if not rows:
-                    continue
-                where = f"WHERE split = {sql_string(split)} AND {keep}"
-                relative = f"{fmt}/{split}.jsonl"
+            install(con, redacting if config.redact else None)
+            split_files = [SplitFile(split, stage / f"{fmt}/{split}.jsonl", counts[split])
+                     for split in config.splits if counts.get(split, 0)]  # fmt: skip
+            if split_files:
                 (stage / fmt).mkdir(exist_ok=True)
                 started = time.monotonic()
-                con.execute(
-                    f"COPY (SELECT {projection(spec, config)} FROM {source} {where} {order}) "
-                    f"TO {sql_string(str(stage / relative))} (FORMAT JSON)"
-                )
-                if config.redact:
-                    redact_jsonl(stage / relative, redacting)
-                log.info("compile: wrote %s (%d rows) in %.1f s", relative, rows, time.monotonic() - started)
-                written[fmt][split] = (relative, rows)
-                if meta_columns(spec, config):
-                    meta = f"{fmt}/{split}.meta.jsonl"
-                    con.execute(
-                        f"COPY (SELECT {meta_projection(spec, config)} FROM {source} {where} ORDER BY line) "
-                        f"TO {sql_string(str(stage / meta))} (FORMAT JSON)"
-                    )
-                    meta_written[fmt][split] = (meta, rows)
+                rows_sql = f"SELECT {projection(spec, config)} FROM {source} WHERE {keep}"
+                write_splits(con, rows_sql, order.removeprefix("ORDER BY "), split_files)
+                rows_per_split = ", ".join(f"{f.split} {f.rows} rows" for f in split_files)
+                log.info("compile: wrote %s (%s) in %.1f s", fmt, rows_per_split, time.monotonic() - started)
+            for file in split_files:
+                written[fmt][file.split] = (f"{fmt}/{file.split}.jsonl", file.rows)
+            if split_files and meta_columns(spec, config):
+                metas = [SplitFile(f.split, f.path.with_suffix(".meta.jsonl"), f.rows) for f in split_files]
+                write_splits(con, f"SELECT {meta_projection(spec, config)} FROM {source} WHERE {keep}", "line", metas)
+                for meta_file in metas:
+                    meta_written[fmt][meta_file.split] = (f"{fmt}/{meta_file.path.name}", meta_file.rows)
             if config.redact:
                 redactions[fmt] = dict(sorted(redacting.counts.items()))
         subject = _subject(con)

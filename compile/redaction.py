@@ -20,27 +20,29 @@ Detectors, each replacing what it finds by a placeholder of its kind (``<EMAIL>`
 Order matters: secrets first (a key can hold digit runs that look like a phone number), then
 emails (an address can hold an IP-like part), cards before phones (a card number is digits too).
 
-The compile runs it over the JSONL it wrote (:func:`redact_jsonl`): every string value of every
-line (prompt, messages, completions), leaving lines without findings byte for byte as DuckDB
-wrote them.
+The compile runs it inside DuckDB's ``COPY`` of each format (:func:`install`): every text a format
+writes (prompts, system prompts, message contents, completions) goes through the ``redacted_text``
+macro, ``CASE WHEN regexp_matches(t, TRIGGER) THEN prefpair_redact(t) ELSE t END``, where the
+trigger (RE2, on DuckDB's threads) is what a built-in detector needs to find anything and
+``prefpair_redact`` is a Python UDF calling :meth:`Redactor.redact`. Texts without findings are
+written exactly as without redaction; ids and provenance columns are not redacted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
-import json
-import os
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
+import duckdb
 import phonenumbers
 import pyarrow as pa
-import pyarrow.compute as pc
+from duckdb.func import PythonUDFType
 
 from prefpair.compile.exceptions import CompileConfigError
 
@@ -67,12 +69,9 @@ _PHONE_CANDIDATE = re.compile(r"(?:\+|\(|\b)\d[\d ().\-]{5,22}\d\b")
 """Runs of digits and phone punctuation that could hold a number: only these go to (slow) libphonenumber."""
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _KEY_PREFIXES = ("sk-", "AKIA", "ASIA", "gh", "github_pat_", "xox", "AIza")
-_LINE_TRIGGER = r"[0-9][0-9]|@|eyJ|earer|sk-|AKIA|ASIA|gh[pousr]_|github_pat_|xox|AIza"
-"""What a JSONL line must hold for a built-in detector to find anything in its strings (RE2 syntax,
-run by Arrow over a block of lines at once). A JSON escape of an ASCII character (``\\u00XX``)
-holds a digit run, so an escaped ``@`` or digit triggers too."""
-_BLOCK_CHARS = 64 << 20
-"""Lines read, checked and written at a time (about this many characters)."""
+TEXT_TRIGGER = r"\p{Nd}\p{Nd}|@|eyJ|earer|sk-|AKIA|ASIA|gh[pousr]_|github_pat_|xox|AIza"
+"""What a text must hold for a built-in detector to find anything in it (RE2 syntax, run by DuckDB):
+the cheap tests of :meth:`Redactor.redact` (``\\p{Nd}`` is Python's ``\\d`` on text: any decimal digit)."""
 _DIGIT_RUN = re.compile(r"\d\d")
 _PLACEHOLDER = {kind: f"<{kind.upper()}>" for kind in KINDS}
 
@@ -188,18 +187,9 @@ class Redactor:
     def _phones_in(self, candidate: re.Match[str]) -> str:
         """Numbers within one candidate run (none when it has fewer than 7 digits: no plan has shorter ones)."""
         text, found = _phone_numbers(candidate.group(0), self.region)
-        self.counts["phone"] += found
+        if found:  # a kind is counted only when found: the manifest lists no zero counts
+            self.counts["phone"] += found
         return text
-
-    def redact_value(self, value: Any) -> Any:
-        """Every string inside a JSON value redacted (keys are left alone)."""
-        if isinstance(value, str):
-            return self.redact(value)
-        if isinstance(value, list):
-            return [self.redact_value(item) for item in value]
-        if isinstance(value, dict):
-            return {key: self.redact_value(item) for key, item in value.items()}
-        return value
 
 
 @functools.lru_cache(maxsize=65536)
@@ -219,37 +209,48 @@ def redactor(patterns: Iterable[str]) -> Redactor:
     return Redactor(tuple(Pattern.parse(spec) for spec in patterns))
 
 
-def redact_jsonl(path: Path, redactor: Redactor) -> int:
-    """Redact every string of a JSONL file in place (written aside and renamed); lines changed.
+TEXT_MACRO = "redacted_text"
+"""The macro every text a format writes goes through (:func:`install` defines it)."""
+MESSAGES_MACRO = "redacted_messages"
+"""The macro every ``[{role, content}]`` list a format writes goes through (its contents redacted)."""
+UDF = "prefpair_redact"
 
-    Lines without findings are kept byte for byte; changed lines are written as compact JSON,
-    the way DuckDB writes them. Without user patterns, only the lines a built-in detector could
-    match (:data:`_LINE_TRIGGER`, checked by RE2 over a block of lines) are parsed: most text
-    holds no digit run, ``@`` or key prefix, and parsing every line cost more than writing it.
+
+def install(con: duckdb.DuckDBPyConnection, redacting: Redactor | None) -> None:
+    """Define :data:`TEXT_MACRO` and :data:`MESSAGES_MACRO` on ``con``: the identity without a
+    redactor; with one, texts go to :data:`UDF` (``redacting.redact``, counting into it), all of
+    them with user patterns, else only those :data:`TEXT_TRIGGER` matches.
+
+    Call it again (before the next COPY) to count the next format on another redactor.
     """
-    changed = 0
-    temp = path.with_name(f".{path.name}.redacting")
-    with open(path, encoding="utf-8") as source, open(temp, "w", encoding="utf-8") as target:
-        while block := source.readlines(_BLOCK_CHARS):
-            for index in _candidates(block) if not redactor.patterns else range(len(block)):
-                before = sum(redactor.counts.values())
-                record = redactor.redact_value(json.loads(block[index]))
-                if sum(redactor.counts.values()) != before:
-                    changed += 1
-                    block[index] = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-            target.writelines(block)
-    if changed:
-        os.replace(temp, path)
+    messages_body = "ms"
+    if redacting is None:
+        text_body = "t"
     else:
-        temp.unlink()
-    return changed
+        with contextlib.suppress(duckdb.InvalidInputException):  # not registered yet
+            con.remove_function(UDF)
+        con.create_function(UDF, _udf(redacting), ["varchar"], "varchar", type=PythonUDFType.ARROW, side_effects=True)
+        text_body = f"{UDF}(t)" if redacting.patterns else (
+            f"CASE WHEN regexp_matches(t, '{TEXT_TRIGGER}') THEN {UDF}(t) ELSE t END"
+        )  # fmt: skip
+        messages_body = f"list_transform(ms, lambda m: {{'role': m.role, 'content': {TEXT_MACRO}(m.content)}})"
+    con.execute(f"CREATE OR REPLACE TEMP MACRO {TEXT_MACRO}(t) AS {text_body}")
+    con.execute(f"CREATE OR REPLACE TEMP MACRO {MESSAGES_MACRO}(ms) AS {messages_body}")
 
 
-def _candidates(block: list[str]) -> list[int]:
-    """Indexes of the lines of ``block`` that hold a trigger of a built-in detector."""
-    lines = pc.split_pattern(pa.array(["".join(block)], pa.large_string()), "\n").flatten()
-    hits = pc.indices_nonzero(pc.match_substring_regex(lines, _LINE_TRIGGER)).to_pylist()
-    return [index for index in hits if index < len(block)]
+def _udf(redacting: Redactor) -> Callable[[pa.Array], pa.Array]:
+    """The UDF over a batch of texts: each redacted by a redactor of its own, whose counts are added
+    to ``redacting``'s under a lock (DuckDB may call it from several threads)."""
+    lock = threading.Lock()
+
+    def redact_batch(texts: pa.Array) -> pa.Array:
+        batch = Redactor(redacting.patterns, redacting.region)
+        out = [None if text is None else batch.redact(text) for text in texts.to_pylist()]
+        with lock:
+            redacting.counts.update(batch.counts)
+        return pa.array(out, pa.string())
+
+    return redact_batch
 
 
 def card_section(per_format: dict[str, dict[str, int]]) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from prefpair.compile import CompileConfig, compile_dataset
 from prefpair.compile.exceptions import CompileConfigError
-from prefpair.compile.redaction import Pattern, luhn_valid, redactor
+from prefpair.compile.redaction import TEXT_MACRO, Pattern, Redactor, install, luhn_valid, redactor
 from prefpair.simulate import LogBuilder
 
 CAUGHT = [
@@ -110,32 +111,109 @@ def test_compile_redacts_by_default_and_counts_per_kind(tmp_path: Path) -> None:
     assert json.loads(kept.manifest.read_text(encoding="utf-8"))["redactions"] is None
 
 
-def test_a_jsonl_file_is_redacted_line_by_line_and_clean_lines_stay_byte_for_byte(tmp_path: Path) -> None:
-    from prefpair.compile.redaction import redact_jsonl
-
-    clean = '{"prompt":"Write a haiku.","chosen":"Quiet pond","rejected":"Frog\\u00e9"}\n'
-    lines = [
-        clean,
-        '{"prompt":"mail bob@example.com","chosen":"ok","rejected":"no"}\n',
-        '{"prompt":"escaped bob\\u0040example.com","chosen":"ok","rejected":"no"}\n',  # JSON-escaped @
-        '{"prompt":"call (415) 555-2671 today","chosen":"x","rejected":"y"}\n',
-        '{"prompt":"version 3.11.7 of 2024-05-01","chosen":"x","rejected":"y"}\n',  # digits, nothing to find
+def test_texts_are_redacted_in_the_copy_and_clean_texts_stay_byte_for_byte(tmp_path: Path) -> None:
+    texts = [
+        "Write a haiku.\u00e9 \u0001",
+        "mail bob@example.com",
+        "call (415) 555-2671 today",
+        "version 3.11.7 of 2024-05-01",  # digits, nothing to find
+        "phone \u0664\u0661\u0665\u0665\u0665\u0665\u0662\u0666\u0667\u0661",  # Arabic-Indic digits
+        None,
     ]
-    path = tmp_path / "train.jsonl"
-    path.write_text("".join(lines), encoding="utf-8")
+    con = duckdb.connect()
+    con.execute("CREATE TABLE texts AS SELECT * FROM (SELECT unnest($1) AS t, generate_subscripts($1, 1) AS i)",
+                [texts])
+
+    def write(redacting: Redactor | None, name: str) -> list[str]:
+        install(con, redacting)
+        path = tmp_path / name
+        con.execute(f"COPY (SELECT {TEXT_MACRO}(t) AS prompt FROM texts ORDER BY i) TO '{path}' (FORMAT JSON)")
+        return path.read_text(encoding="utf-8").splitlines(keepends=True)
+
+    plain = write(None, "plain.jsonl")
     redacting = redactor([])
-    assert redact_jsonl(path, redacting) == 3
-    out = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    assert out[0] == clean and out[4] == lines[4]
-    assert [json.loads(line)["prompt"] for line in out[1:4]] == [
-        "mail <EMAIL>", "escaped <EMAIL>", "call <PHONE> today"
-    ]
-    assert redacting.counts == {"email": 2, "phone": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["train.jsonl"]  # nothing left aside
+    out = write(redacting, "redacted.jsonl")
+    assert [out[i] for i in (0, 3, 5)] == [plain[i] for i in (0, 3, 5)]
+    assert [json.loads(line)["prompt"] for line in out[1:3]] == ["mail <EMAIL>", "call <PHONE> today"]
+    assert json.loads(out[4])["prompt"] == "phone <PHONE>"  # any decimal digit triggers, as Python's \\d
+    assert redacting.counts == {"email": 1, "phone": 2}
 
-    untouched = tmp_path / "clean.jsonl"
-    untouched.write_text(clean * 3, encoding="utf-8")
-    assert redact_jsonl(untouched, redactor([])) == 0 and untouched.read_text(encoding="utf-8") == clean * 3
     with_pattern = redactor(["ticket=TICKET-[0-9]+"])
-    untouched.write_text('{"prompt":"see TICKET-42"}\n', encoding="utf-8")
-    assert redact_jsonl(untouched, with_pattern) == 1 and "<TICKET>" in untouched.read_text(encoding="utf-8")
+    con.execute("INSERT INTO texts VALUES ('see TICKET-42', 7)")
+    assert json.loads(write(with_pattern, "pattern.jsonl")[6])["prompt"] == "see <TICKET>"
+    assert with_pattern.counts == {"email": 1, "phone": 2, "ticket": 1}
+
+
+CHAT_LEAKS = {
+    "system": "Reply to ops@example.com only.",
+    "user": "My card is 4111 1111 1111 1111.",
+    "assistant": "Noted; server 10.0.0.7 is down.",
+    "chosen": "Call +1 415-555-2671.",
+    "rejected": "Use key sk-abcdefghijklmnopqrstuvwxyz12",
+}
+
+
+def test_compile_redacts_every_text_of_conversational_formats(tmp_path: Path) -> None:
+    log = LogBuilder(tmp_path / "log")
+    turns = [{"role": "user", "content": CHAT_LEAKS["user"]}, {"role": "assistant", "content": CHAT_LEAKS["assistant"]},
+             {"role": "user", "content": "And now?"}]  # fmt: skip
+    log.inference(
+        "r1", prompt=None, messages=turns, system_prompt=CHAT_LEAKS["system"],
+        candidates=[
+            {"candidate_id": "a", "model_name": "m",
+             "messages": [{"role": "assistant", "content": CHAT_LEAKS["chosen"]}]},
+            ("b", CHAT_LEAKS["rejected"], "m", None),
+        ],
+    )  # fmt: skip
+    log.pairwise("r1", "a", "b").commit()
+    formats = ["trl_conversational", "openai", "axolotl_chat_template", "axolotl_chatml_intel"]
+    result = compile_dataset(log.log_dir, tmp_path / "out",
+                             CompileConfig.parse({"splits": {"train": 1.0}, "formats": formats}))  # fmt: skip
+
+    def line(fmt: str) -> dict[str, object]:
+        lines = (result.out_dir / fmt / "train.jsonl").read_text(encoding="utf-8").splitlines()
+        assert len(lines) == 1
+        return dict(json.loads(lines[0]))
+
+    prompt = [{"role": "system", "content": "Reply to <EMAIL> only."},
+              {"role": "user", "content": "My card is <CREDIT_CARD>."},
+              {"role": "assistant", "content": "Noted; server <IP_ADDRESS> is down."},
+              {"role": "user", "content": "And now?"}]  # fmt: skip
+    chosen = {"role": "assistant", "content": "Call <PHONE>."}
+    rejected = {"role": "assistant", "content": "Use key <API_KEY>"}
+    assert line("trl_conversational") == {"prompt": prompt, "chosen": [chosen], "rejected": [rejected]}
+    assert line("openai") == {"input": {"messages": prompt, "tools": [], "parallel_tool_calls": True},
+                              "preferred_output": [chosen], "non_preferred_output": [rejected]}  # fmt: skip
+    assert line("axolotl_chat_template") == {"messages": prompt, "chosen": chosen, "rejected": rejected}
+    assert line("axolotl_chatml_intel") == {
+        "system": "Reply to <EMAIL> only.",
+        "question": "My card is <CREDIT_CARD>.\n\nNoted; server <IP_ADDRESS> is down.\n\nAnd now?",
+        "chosen": "Call <PHONE>.", "rejected": "Use key <API_KEY>",
+    }  # fmt: skip
+    every_kind = {"api_key": 1, "credit_card": 1, "email": 1, "ip_address": 1, "phone": 1}
+    manifest = json.loads(result.manifest.read_text(encoding="utf-8"))
+    assert manifest["redactions"] == {fmt: every_kind for fmt in formats}
+    text = json.dumps([line(fmt) for fmt in formats])
+    assert not any(leak in text for leak in ("ops@", "4111", "10.0.0.7", "555-2671", "sk-abc"))
+
+
+def test_redaction_without_findings_leaves_the_dataset_byte_identical(tmp_path: Path) -> None:
+    log = LogBuilder(tmp_path / "log")
+    for n in range(40):
+        log.inference(f"r{n}", prompt=f"Question {n}: the 2026-11-29 release, version 3.11.{n}, build {n * 7919}?",
+                      system_prompt="Answer in 2 lines." if n % 2 else None,
+                      candidates=[("a", f"Answer {n} with digits 12 and 34.", "m1", "v1"),
+                                  ("b", f"Other {n}, no \u00e9 finding \u0007 here.", "m2", "v2")])  # fmt: skip
+        log.pairwise(f"r{n}", "a", "b")
+    log.commit()
+    formats = ["trl", "trl_conversational", "trl_unpaired", "openai", "axolotl_chatml_intel", "axolotl_chat_template"]
+    base = {"splits": {"train": 0.7, "test": 0.3}, "formats": formats, "include_ids": True, "include_margin": True}
+    redacted = compile_dataset(log.log_dir, tmp_path / "redacted", CompileConfig.parse(base))
+    plain = compile_dataset(log.log_dir, tmp_path / "plain", CompileConfig.parse({**base, "redact": False}))
+    manifest = json.loads(redacted.manifest.read_text(encoding="utf-8"))
+    assert manifest["redactions"] == {fmt: {} for fmt in formats}
+    names = [p.relative_to(redacted.out_dir) for p in redacted.files]
+    assert names == [p.relative_to(plain.out_dir) for p in plain.files]
+    assert len(redacted.files) >= 2 * len(formats)
+    for mine, theirs in zip(redacted.files, plain.files, strict=True):
+        assert mine.read_bytes() == theirs.read_bytes(), mine

@@ -1,0 +1,71 @@
+"""One COPY for every split of a format, cut into one file per split: the same bytes as a COPY per split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from prefpair.compile import splitfiles
+from prefpair.compile.exceptions import SplitWriteError
+from prefpair.compile.splitfiles import SplitFile, write_splits
+
+
+@pytest.fixture
+def con() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    con.execute("SET preserve_insertion_order = true")
+    con.execute(
+        """
+        CREATE TABLE rows AS
+        SELECT CASE WHEN i % 10 < 6 THEN 'train' WHEN i % 10 < 9 THEN 'test' ELSE 'validation' END AS split,
+               hash(i * 13) % 1000 AS h, i AS id,
+               repeat('é"\\', (i % 9)::INT) || chr(10) || i::VARCHAR AS text
+        FROM range(498) r(i)
+        """
+    )
+    return con
+
+
+def per_split_copy(con: duckdb.DuckDBPyConnection, tmp: Path) -> dict[str, bytes]:
+    expected = {}
+    for split in ("test", "train", "validation"):
+        path = tmp / f"{split}.expected.jsonl"
+        query = f"SELECT text, id FROM rows WHERE split = '{split}' ORDER BY h, id"
+        con.execute(f"COPY ({query}) TO '{path}' (FORMAT JSON)")
+        expected[split] = path.read_bytes()
+    return expected
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 8 << 20])
+def test_one_copy_cut_at_the_split_boundaries_gives_each_split_its_own_bytes(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr(splitfiles, "_CHUNK", chunk)  # boundaries inside and across the blocks read
+    counts = dict(con.execute("SELECT split, count(*) FROM rows GROUP BY split").fetchall())
+    assert len(counts) == 3 and max(counts, key=counts.__getitem__) == "train"
+    files = [SplitFile(split, tmp_path / f"{split}.jsonl", counts[split]) for split in ("test", "validation", "train")]
+    write_splits(con, "SELECT text, id FROM rows WHERE TRUE", "h, id", files)
+    expected = per_split_copy(con, tmp_path)
+    assert {f.split: f.path.read_bytes() for f in files} == expected
+    assert all(expected.values())
+
+
+def test_one_split_and_a_presorted_table(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    counts = dict(con.execute("SELECT split, count(*) FROM rows GROUP BY split").fetchall())
+    expected = per_split_copy(con, tmp_path)
+    only = SplitFile("validation", tmp_path / "only.jsonl", counts["validation"])
+    write_splits(con, "SELECT text, id FROM rows WHERE TRUE", "h, id", [only])
+    assert only.path.read_bytes() == expected["validation"]
+    con.execute("CREATE TABLE sorted AS SELECT * FROM rows ORDER BY split, h, id")
+    files = [SplitFile(split, tmp_path / f"sorted-{split}.jsonl", n) for split, n in counts.items()]
+    write_splits(con, "SELECT text, id FROM sorted WHERE TRUE", "", files)  # empty order: insertion order
+    assert {f.split: f.path.read_bytes() for f in files} == expected
+
+
+def test_counts_that_do_not_match_the_rows_are_refused(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    files = [SplitFile("train", tmp_path / "train.jsonl", 1), SplitFile("test", tmp_path / "test.jsonl", 1)]
+    with pytest.raises(SplitWriteError, match="expected 2 rows"):
+        write_splits(con, "SELECT text FROM rows WHERE TRUE", "h, id", files)
