@@ -76,8 +76,8 @@ class SparkUnavailableError(CompileError):
 
 
 class SplitWriteError(CompileError):
-    """A COPY wrote another number of rows than the splits it was cutting into files hold."""
+    """A split's file got another number of rows than the split holds."""
 
     def __init__(self, path: Path, expected: int, written: int) -> None:
         self.path, self.expected, self.written = path, expected, written
-        super().__init__(f"{path}: expected {expected} rows for its splits, the COPY wrote {written}")
+        super().__init__(f"{path}: expected {expected} rows for its split, the query gave {written}")

@@ -249,17 +249,15 @@ def meta_columns(spec: FormatSpec, config: CompileConfig) -> tuple[tuple[str, st
     return _extras(spec, config) if spec.meta_file else ()
 
 
-def projection(spec: FormatSpec, config: CompileConfig) -> str:
-    """``expr AS "key", ...`` for a SELECT that writes one JSONL line per row."""
-    return ", ".join(f'{expr} AS "{key}"' for key, expr, _ in columns(spec, config))
+def line_columns(spec: FormatSpec, config: CompileConfig) -> list[tuple[str, str]]:
+    """``(key, expression)`` of each key of a JSONL line of the format, in order."""
+    return [(key, expr) for key, expr, _ in columns(spec, config)]
 
 
-def meta_projection(spec: FormatSpec, config: CompileConfig) -> str:
-    """``line, expr AS "key", ...`` for the meta file: ``line`` numbers the split's lines from 1, in their order."""
-    return ", ".join(
-        [f'row_number() OVER (PARTITION BY split ORDER BY {spec.order}) AS "line"']
-        + [f'{expr} AS "{key}"' for key, expr, _ in meta_columns(spec, config)]
-    )
+def meta_line_columns(spec: FormatSpec, config: CompileConfig) -> list[tuple[str, str]]:
+    """``(key, expression)`` of a meta file's line: ``line`` numbers the split's lines from 1, in their order."""
+    line = f"row_number() OVER (PARTITION BY split ORDER BY {spec.order})"
+    return [("line", line)] + [(key, expr) for key, expr, _ in meta_columns(spec, config)]
 
 
 def unsupported_role_sql(spec: FormatSpec) -> str | None:

@@ -37,14 +37,14 @@ from prefpair.compile.formats import (
     SPECS,
     FormatSpec,
     first_unsupported_role_sql,
+    line_columns,
     meta_columns,
-    meta_projection,
-    projection,
+    meta_line_columns,
     unsupported_role_sql,
 )
 from prefpair.compile.pipeline import Pipeline
 from prefpair.compile.redaction import card_section, install, redactor
-from prefpair.compile.splitfiles import SplitFile, write_splits
+from prefpair.compile.splitfiles import SplitFile, json_object, write_splits
 from prefpair.compile.sql import sql_string
 from prefpair.durable import fsync_path
 from prefpair.schemas.log import TABLES, SegmentName, committed_files, committed_segments, table_files
@@ -246,15 +246,16 @@ def _compile_into(
             if split_files:
                 (stage / fmt).mkdir(exist_ok=True)
                 started = time.monotonic()
-                rows_sql = f"SELECT {projection(spec, config)} FROM {source} WHERE {keep}"
-                write_splits(con, rows_sql, order.removeprefix("ORDER BY "), split_files)
+                line = json_object(line_columns(spec, config))
+                write_splits(con, line, source, keep, order.removeprefix("ORDER BY "), split_files)
                 rows_per_split = ", ".join(f"{f.split} {f.rows} rows" for f in split_files)
                 log.info("compile: wrote %s (%s) in %.1f s", fmt, rows_per_split, time.monotonic() - started)
             for file in split_files:
                 written[fmt][file.split] = (f"{fmt}/{file.split}.jsonl", file.rows)
             if split_files and meta_columns(spec, config):
                 metas = [SplitFile(f.split, f.path.with_suffix(".meta.jsonl"), f.rows) for f in split_files]
-                write_splits(con, f"SELECT {meta_projection(spec, config)} FROM {source} WHERE {keep}", "line", metas)
+                meta_line = json_object(meta_line_columns(spec, config))
+                write_splits(con, meta_line, source, keep, spec.order, metas)
                 for meta_file in metas:
                     meta_written[fmt][meta_file.split] = (f"{fmt}/{meta_file.path.name}", meta_file.rows)
             if config.redact:

@@ -1,4 +1,5 @@
-"""One COPY for every split of a format, cut into one file per split: the same bytes as a COPY per split."""
+"""Every split of a format from one sorted read streamed into the split files, its lines made by
+``to_json`` before the sort: the same bytes as ``COPY ... (FORMAT JSON)`` per split."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 
 from prefpair.compile import splitfiles
 from prefpair.compile.exceptions import SplitWriteError
-from prefpair.compile.splitfiles import SplitFile, write_splits
+from prefpair.compile.splitfiles import SplitFile, json_object, write_splits
+
+LINE = json_object([("text", "text"), ("id", "id")])
 
 
 @pytest.fixture
@@ -39,15 +42,15 @@ def per_split_copy(con: duckdb.DuckDBPyConnection, tmp: Path) -> dict[str, bytes
     return expected
 
 
-@pytest.mark.parametrize("chunk", [7, 64, 8 << 20])
-def test_one_copy_cut_at_the_split_boundaries_gives_each_split_its_own_bytes(
-    con: duckdb.DuckDBPyConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+@pytest.mark.parametrize("batch", [7, 64, 20_000])
+def test_one_sorted_read_streamed_into_the_split_files_gives_each_split_its_own_bytes(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int
 ) -> None:
-    monkeypatch.setattr(splitfiles, "_CHUNK", chunk)  # boundaries inside and across the blocks read
+    monkeypatch.setattr(splitfiles, "_BATCH_ROWS", batch)  # split boundaries inside and across batches
     counts = dict(con.execute("SELECT split, count(*) FROM rows GROUP BY split").fetchall())
     assert len(counts) == 3 and max(counts, key=counts.__getitem__) == "train"
     files = [SplitFile(split, tmp_path / f"{split}.jsonl", counts[split]) for split in ("test", "validation", "train")]
-    write_splits(con, "SELECT text, id FROM rows WHERE TRUE", "h, id", files)
+    write_splits(con, LINE, "rows", "TRUE", "h, id", files)
     expected = per_split_copy(con, tmp_path)
     assert {f.split: f.path.read_bytes() for f in files} == expected
     assert all(expected.values())
@@ -57,15 +60,15 @@ def test_one_split_and_a_presorted_table(con: duckdb.DuckDBPyConnection, tmp_pat
     counts = dict(con.execute("SELECT split, count(*) FROM rows GROUP BY split").fetchall())
     expected = per_split_copy(con, tmp_path)
     only = SplitFile("validation", tmp_path / "only.jsonl", counts["validation"])
-    write_splits(con, "SELECT text, id FROM rows WHERE TRUE", "h, id", [only])
+    write_splits(con, LINE, "rows", "TRUE", "h, id", [only])
     assert only.path.read_bytes() == expected["validation"]
     con.execute("CREATE TABLE sorted AS SELECT * FROM rows ORDER BY split, h, id")
     files = [SplitFile(split, tmp_path / f"sorted-{split}.jsonl", n) for split, n in counts.items()]
-    write_splits(con, "SELECT text, id FROM sorted WHERE TRUE", "", files)  # empty order: insertion order
+    write_splits(con, LINE, "sorted", "TRUE", "", files)  # empty order: insertion order
     assert {f.split: f.path.read_bytes() for f in files} == expected
 
 
 def test_counts_that_do_not_match_the_rows_are_refused(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     files = [SplitFile("train", tmp_path / "train.jsonl", 1), SplitFile("test", tmp_path / "test.jsonl", 1)]
-    with pytest.raises(SplitWriteError, match="expected 2 rows"):
-        write_splits(con, "SELECT text FROM rows WHERE TRUE", "h, id", files)
+    with pytest.raises(SplitWriteError, match="expected 1 rows for its split"):
+        write_splits(con, json_object([("text", "text")]), "rows", "split IN ('train', 'test')", "h, id", files)
