@@ -20,7 +20,7 @@ Detectors, each replacing what it finds by a placeholder of its kind (``<EMAIL>`
 Order matters: secrets first (a key can hold digit runs that look like a phone number), then
 emails (an address can hold an IP-like part), cards before phones (a card number is digits too).
 
-The compile runs it inside DuckDB's ``COPY`` of each format (:func:`install`): every text a format
+The compile runs it inside the DuckDB query that makes each format's lines (:func:`install`): every text a format
 writes (prompts, system prompts, message contents, completions) goes through the ``redacted_text``
 macro, ``CASE WHEN regexp_matches(t, TRIGGER) THEN prefpair_redact(t) ELSE t END``, where the
 trigger (RE2, on DuckDB's threads) is what a built-in detector needs to find anything and
@@ -221,7 +221,7 @@ def install(con: duckdb.DuckDBPyConnection, redacting: Redactor | None) -> None:
     redactor; with one, texts go to :data:`UDF` (``redacting.redact``, counting into it), all of
     them with user patterns, else only those :data:`TEXT_TRIGGER` matches.
 
-    Call it again (before the next COPY) to count the next format on another redactor.
+    Call it again (before the next format is written) to count it on another redactor.
     """
     messages_body = "ms"
     if redacting is None:
