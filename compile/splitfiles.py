@@ -91,7 +91,9 @@ def _stream(con: duckdb.DuckDBPyConnection, query: str, files: Sequence[SplitFil
 
 def _write_lines(handle: BinaryIO, lines: pa.Array) -> None:
     """The texts of ``lines``, each followed by a newline, straight from Arrow's buffers."""
-    joined = pc.binary_join_element_wise(lines, "", "\n")
+    if lines.type != pa.string():  # DuckDB hands VARCHAR over as string; another layout is made one
+        lines = lines.cast(pa.large_string())
+    joined = pc.binary_join_element_wise(lines, pa.scalar("", lines.type), pa.scalar("\n", lines.type))
     offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32 if joined.type == pa.string() else np.int64)
     first, last = int(offsets[joined.offset]), int(offsets[joined.offset + len(joined)])
     handle.write(memoryview(joined.buffers()[2])[first:last])

@@ -72,3 +72,15 @@ def test_counts_that_do_not_match_the_rows_are_refused(con: duckdb.DuckDBPyConne
     files = [SplitFile("train", tmp_path / "train.jsonl", 1), SplitFile("test", tmp_path / "test.jsonl", 1)]
     with pytest.raises(SplitWriteError, match="expected 1 rows for its split"):
         write_splits(con, json_object([("text", "text")]), "rows", "split IN ('train', 'test')", "h, id", files)
+
+
+@pytest.mark.parametrize("kind", ["string", "large_string", "string_view"])
+def test_lines_of_any_arrow_string_layout_are_written_whole(tmp_path: Path, kind: str) -> None:
+    import pyarrow as pa
+
+    texts = ['{"a":"x"}', '{"a":"é\\\\n"}', "{}"]
+    lines = pa.array(texts, type=getattr(pa, kind)()).slice(1)  # an offset into the buffers too
+    path = tmp_path / "out.jsonl"
+    with path.open("wb") as handle:
+        splitfiles._write_lines(handle, lines)
+    assert path.read_text(encoding="utf-8") == "".join(t + "\n" for t in texts[1:])
