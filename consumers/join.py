@@ -85,8 +85,9 @@ _LAYOUT_KEY = 0
 """Any non-``str`` key: inserting one switches a dict to the general layout for good."""
 
 EVICTED_IDS_KEPT = 200_000
-"""Evicted request ids remembered per partition (~100 bytes each, ~20 MB at most); past that, the
-partition falls back to looking up every miss, as before these ids were kept."""
+"""Evicted request ids remembered, all partitions together (~100 bytes each, ~20 MB at most, however
+many partitions the daemon holds); past that, the partition that overflows falls back to looking up
+every miss, as before these ids were kept."""
 
 PYTHON_OVERHEAD = 4
 """Decoded rows take about this many times their Avro size in memory (dicts, str objects)."""
@@ -96,7 +97,7 @@ class HotState:
     """Recent inference rows by request id, across partitions, within a byte budget.
 
     Oldest entries leave first. The request ids that left are remembered per partition (up to
-    :data:`EVICTED_IDS_KEPT`), so that a miss is looked up in the landed log only when its inference
+    :data:`EVICTED_IDS_KEPT` in all), so that a miss is looked up in the landed log only when its inference
     was evicted, not for every feedback that comes before its inference; past that many, any miss
     of the partition may have been evicted.
     """
@@ -109,8 +110,10 @@ class HotState:
         self._rows: OrderedDict[str, tuple[int, dict[str, Any], int]] = keeping_hashes(OrderedDict())
         self.evicted_from: set[int] = set()
         self._evicted_ids: dict[int, set[str]] = {}
+        self._evicted_kept = 0
+        """Ids in all the sets of ``_evicted_ids``."""
         self._untracked: set[int] = set()
-        """Partitions that evicted more than EVICTED_IDS_KEPT ids: any id may have left."""
+        """Partitions whose evicted ids overflowed EVICTED_IDS_KEPT: any id may have left."""
         self.evictions = 0
 
     def may_have_evicted(self, partition: int, request_id: str) -> bool:
@@ -140,16 +143,21 @@ class HotState:
             if part not in self._untracked:
                 ids = self._evicted_ids.setdefault(part, set())
                 ids.add(evicted)
-                if len(ids) > EVICTED_IDS_KEPT:
-                    self._untracked.add(part)
-                    del self._evicted_ids[part]
+                self._evicted_kept += 1
+                if self._evicted_kept > EVICTED_IDS_KEPT:
+                    self._untrack(part)
 
     def drop_partition(self, partition: int) -> None:
         for request_id in [r for r, entry in self._rows.items() if entry[0] == partition]:
             self.used_bytes -= self._rows.pop(request_id)[2]
         self.evicted_from.discard(partition)
-        self._evicted_ids.pop(partition, None)
+        self._evicted_kept -= len(self._evicted_ids.pop(partition, ()))
         self._untracked.discard(partition)
+
+    def _untrack(self, partition: int) -> None:
+        """Forget ``partition``'s evicted ids: from now on any miss of it may have been evicted."""
+        self._untracked.add(partition)
+        self._evicted_kept -= len(self._evicted_ids.pop(partition, ()))
 
 
 class BoundedIds:

@@ -73,3 +73,17 @@ def test_past_the_evicted_ids_kept_any_miss_of_the_partition_is_looked_up(monkey
     assert hot.may_have_evicted(0, "never-seen") and not hot.may_have_evicted(1, "never-seen")
     hot.drop_partition(0)
     assert not hot.may_have_evicted(0, "never-seen")
+
+
+def test_the_evicted_ids_kept_are_bounded_across_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However many partitions a daemon holds, it remembers at most EVICTED_IDS_KEPT evicted ids."""
+    monkeypatch.setattr(join_module, "EVICTED_IDS_KEPT", 2)
+    hot = HotState(budget_bytes=100)
+    for partition, request_id in [(0, "a"), (1, "b"), (2, "c"), (3, "d")]:  # each evicts the one before
+        hot.put(partition, request_id, {}, 100)
+    assert hot.may_have_evicted(0, "a") and hot.may_have_evicted(1, "b")  # kept, by id
+    assert not hot.may_have_evicted(0, "x") and not hot.may_have_evicted(1, "x")
+    assert hot.may_have_evicted(2, "x")  # overflowed: any miss of partition 2 is looked up
+    hot.drop_partition(0)  # frees its id for another partition
+    hot.put(4, "e", {}, 100)  # evicts "d" of partition 3
+    assert hot.may_have_evicted(3, "d") and not hot.may_have_evicted(3, "x")
