@@ -30,6 +30,7 @@ from prefpair.consumers.erasure import (
     read_statuses,
     write_status,
 )
+from prefpair.dataset_layout import MANIFEST
 from prefpair.erasures import ErasureError, erasure_request, publish_erasure
 from prefpair.flags import Flags
 
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def affected(root: Path, log_dir: Any) -> list[str]:
     """Versions under a dataset root (or the dataset itself) whose inputs held erased rows."""
     manifests: dict[str, dict[str, Any]] = {}
-    for manifest in sorted(root.glob("*/manifest.json")) + sorted(root.glob("manifest.json")):
+    for manifest in sorted(root.glob(f"*/{MANIFEST}")) + sorted(root.glob(MANIFEST)):
         manifests[manifest.parent.name] = json.loads(manifest.read_text(encoding="utf-8"))
     return affected_versions(manifests, read_statuses(log_dir))
 
@@ -120,7 +121,7 @@ def rebuild_command(root: Path) -> str:
     A plain dataset is replaced in place; an incremental root's versions are immutable, so a fresh
     root is compiled beside it (its first version holds every pair still in the log) to swap in.
     """
-    if (root / "manifest.json").is_file():
+    if (root / MANIFEST).is_file():
         return f"prefpair compile --out {root}"
     return f"prefpair compile --incremental --out {root}.rebuilt"
 

@@ -46,6 +46,7 @@ from prefpair.compile.pipeline import Pipeline
 from prefpair.compile.redaction import card_section, install, redactor
 from prefpair.compile.splitfiles import SplitFile, json_object, write_splits
 from prefpair.compile.sql import sql_string
+from prefpair.dataset_layout import MANIFEST
 from prefpair.durable import fsync_path
 from prefpair.schemas.log import TABLES, SegmentName, committed_files, committed_segments, table_files
 from prefpair.storage import LocalStorage, Storage
@@ -177,7 +178,7 @@ def _publish(
                     source.download(local)
                     emitted.append(local)
         result = _compile_into(stage, log_dir, out, config, files, segments, emitted, version)
-        manifest = output.read_json(stage / output.MANIFEST)
+        manifest = output.read_json(stage / MANIFEST)
         summary = {
             "pairs": result.pairs_total,
             "unpaired": result.unpaired_total,
@@ -306,7 +307,7 @@ def _compile_into(
         **pipeline.sections,
         "redactions": redactions if config.redact else None,
     }
-    output.write_json(stage / output.MANIFEST, manifest)
+    output.write_json(stage / MANIFEST, manifest)
     card = render_card(
         CardData(
             pretty_name=config.card.pretty_name or default_pretty_name(*subject, version),
@@ -325,7 +326,7 @@ def _compile_into(
     (stage / output.CARD).write_text(card, encoding="utf-8")
     return CompileResult(
         out_dir=stage,
-        manifest=stage / output.MANIFEST,
+        manifest=stage / MANIFEST,
         pairs_total=sum(split_counts.values()),
         split_counts={split: split_counts.get(split, 0) for split in config.splits},
         drop_counts=drop_counts,
@@ -434,7 +435,7 @@ def _write_state(root: Path) -> None:
     """Summary of the committed versions beside them (the versions themselves are the truth)."""
     runs = []
     for version_dir in output.versions(root):
-        manifest = output.read_json(version_dir / output.MANIFEST)
+        manifest = output.read_json(version_dir / MANIFEST)
         runs.append(
             {
                 "version": version_dir.name,

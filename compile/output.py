@@ -46,10 +46,10 @@ from pathlib import Path
 from typing import Any
 
 from prefpair.compile.exceptions import OutputDirError, OutputLockedError, PublishConflictError
+from prefpair.dataset_layout import MANIFEST, PUBLISHED
 from prefpair.durable import fsync_path, write_text_atomic
 from prefpair.storage import Storage
 
-MANIFEST = "manifest.json"
 CARD = "README.md"
 EMITTED = ".emitted.parquet"
 STATE = ".compile-state.json"
@@ -190,7 +190,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 # --------------------------------------------------------------------------- object storage: publish by pointer
-PUBLISHED = "published"
 DATA = "data"
 POINTER = re.compile(r"^(\d{8,})\.json$")
 DATA_DIR = re.compile(r"^(\d{8,})-[0-9a-f]+$")

@@ -20,15 +20,12 @@ from typing import Any
 import duckdb
 import numpy as np
 
+from prefpair.dataset_layout import MANIFEST, PUBLISHED
 from prefpair.report.exceptions import EmptyLogError, ReportInputError
 from prefpair.report.load import Comparisons, LogData, create_empty_log_tables
 from prefpair.storage import LocalStorage, Storage, read_all
 
 ANSWER_COLUMNS = (("chosen", "rejected"), ("preferred_output", "non_preferred_output"))
-MANIFEST = "manifest.json"
-"""What a compile writes at the root of a dataset (``prefpair.compile.output.MANIFEST``)."""
-PUBLISHED_POINTERS = "published/"
-"""Where a compile to object storage keeps the pointers to the datasets it published (beside ``data/``)."""
 
 
 def _length(value: Any) -> float:
@@ -73,7 +70,7 @@ def load_dataset(dataset_dir: Path | Storage) -> LogData:
     folder = dataset_dir if isinstance(dataset_dir, Storage) else LocalStorage(dataset_dir)
     where = folder.path if isinstance(folder, LocalStorage) else folder.url
     names = folder.list_files()
-    if any(name.startswith(PUBLISHED_POINTERS) for name in names):
+    if any(name.startswith(f"{PUBLISHED}/") for name in names):
         raise ReportInputError(
             "dataset", f"{folder.url} holds the datasets a compile published: give the one to report on "
             "(the `dataset` line `prefpair compile` printed, .../data/<n>-<id>)"

@@ -17,9 +17,9 @@ import pytest
 from pyspark.sql import SparkSession
 
 from prefpair.compile import CompileConfig, CompileResult, compile_dataset, dialect
-from prefpair.compile.output import MANIFEST
 from prefpair.compile.spark import build_session
 from prefpair.compile.sql import MACROS
+from prefpair.dataset_layout import MANIFEST
 from prefpair.simulate import LogBuilder
 
 SEED = 7

@@ -14,6 +14,7 @@ from s3_support import S3Endpoint
 from prefpair.compile import CompileConfig, OutputDirError, compile_dataset
 from prefpair.compile import output as compile_output
 from prefpair.compile.exceptions import PublishConflictError
+from prefpair.dataset_layout import MANIFEST
 from prefpair.report import ReportConfig, ReportInputError, build_report
 from prefpair.simulate import LogBuilder
 from prefpair.storage import S3Storage, Storage
@@ -59,7 +60,7 @@ def without_log_dir(manifest: bytes) -> dict[str, Any]:
 def assert_same_dataset(stored: dict[str, bytes], local: dict[str, bytes], *, same_log: bool) -> None:
     assert sorted(stored) == sorted(local)
     for relative, content in local.items():
-        if relative == compile_output.MANIFEST and not same_log:  # it names the log it read
+        if relative == MANIFEST and not same_log:  # it names the log it read
             assert without_log_dir(stored[relative]) == without_log_dir(content)
         else:
             assert stored[relative] == content, relative
