@@ -113,8 +113,12 @@ def test_erasing_a_user_while_the_consumer_runs(make_settings: MakeSettings, run
         late = {user: _send(producer, user, 3, "late") for user in USERS}
         producer.feedback(pairwise(sorted(sent[ERASED][0])[0]))
         producer.flush()
+        # Every message consumed (the erased user's late feedback too: joined or orphaned, then left
+        # out), and the others' rows committed: a partition still behind cuts segments only every 5 s.
+        sent_messages = 3 * 18 * len(USERS) + 1  # an inference, a feedback and a signal per request
+        _wait(lambda: daemon.stats.consumed >= sent_messages)
         _wait(lambda: len(log_ids(log_dir)["inference"]) == 18 * (len(USERS) - 1))
-        time.sleep(2.0)  # the erased user's late feedback: joined or orphaned, then left out
+        _wait(lambda: len(log_ids(log_dir)["feedback"]) == 18 * (len(USERS) - 1))
     finally:
         daemon.stop()
         thread.join()
