@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefpair.errors import PrefpairError
+from prefpair.errors import ConfigError, PrefpairError
 
 ANSWER_SHOWN = 300
 """Characters of an unparseable answer quoted in its error."""
@@ -12,13 +12,15 @@ class JudgeError(PrefpairError):
     """Base class of the judge's errors."""
 
 
-class JudgeConfigError(JudgeError):
-    """A judge option is malformed, or options that cannot go together were given."""
+class JudgeConfigError(JudgeError, ConfigError):
+    """A judge option is malformed, or options that cannot go together were given.
+
+    A :class:`~prefpair.errors.ConfigError` too (``field``, ``reason``), so one ``except ConfigError``
+    catches a bad setting of any area.
+    """
 
     def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
+        ConfigError.__init__(self, field, reason)
 
 
 class EvaluatorLoadError(JudgeError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefpair.errors import PrefpairError
+from prefpair.errors import ConfigError, PrefpairError
 
 
 class ReportError(PrefpairError):
@@ -20,10 +20,12 @@ class EmptyLogError(ReportError):
         super().__init__(f"nothing to report in {path}: {reason}")
 
 
-class ReportInputError(ReportError):
-    """An optional input (manifest, metrics file, dataset) is unreadable; keeps ``field`` and ``reason``."""
+class ReportInputError(ReportError, ConfigError):
+    """An optional input (manifest, metrics file, dataset) is unreadable; keeps ``field`` and ``reason``.
+
+    A :class:`~prefpair.errors.ConfigError` too (``field``, ``reason``), so one ``except ConfigError``
+    catches a bad setting of any area.
+    """
 
     def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
+        ConfigError.__init__(self, field, reason)

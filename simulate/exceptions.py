@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from prefpair.errors import PrefpairError
+from prefpair.errors import ConfigError, PrefpairError
 
 
 class SimulationError(PrefpairError):
     """Base class of the simulation's errors."""
 
 
-class TrafficSpecError(SimulationError):
-    """A knob of :class:`~prefpair.simulate.TrafficSpec` is out of range or contradicts another."""
+class TrafficSpecError(SimulationError, ConfigError):
+    """A knob of :class:`~prefpair.simulate.TrafficSpec` is out of range or contradicts another.
+
+    A :class:`~prefpair.errors.ConfigError` too (``field``, ``reason``), so one ``except ConfigError``
+    catches a bad setting of any area.
+    """
 
     def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
+        ConfigError.__init__(self, field, reason)
 
 
 class LogInputError(SimulationError):

@@ -209,3 +209,41 @@ def test_a_location_is_a_path_or_an_s3_url() -> None:
     assert JOB_FLAGS.load({"out": "s3://bucket/x"}, environ={}).out == "s3://bucket/x"
     with pytest.raises(ConfigError, match="PREFPAIR_COMPILE_OUT: unsupported scheme gs://"):
         JOB_FLAGS.load(environ={"PREFPAIR_COMPILE_OUT": "gs://bucket/x"})
+
+
+def _judge_endpoint_without_model() -> None:
+    from prefpair.judge.config import JudgeConfig
+
+    JudgeConfig(endpoint="http://127.0.0.1:9/v1", judge_model=None).check_evaluator()
+
+
+def _traffic_spec_out_of_range() -> None:
+    from prefpair.simulate import TrafficSpec
+
+    TrafficSpec(tie_share=1.5)
+
+
+def _report_experiments_file_missing(tmp_path: Path) -> None:
+    from prefpair.report.experiments import read_definitions
+
+    read_definitions(tmp_path / "no-such-experiments.json")
+
+
+@pytest.mark.parametrize(
+    ("make_error", "area_error", "field"),
+    [
+        (lambda tmp: _judge_endpoint_without_model(), "JudgeConfigError", "judge_model"),
+        (lambda tmp: _traffic_spec_out_of_range(), "TrafficSpecError", "tie_share"),
+        (_report_experiments_file_missing, "ReportInputError", "experiments"),
+    ],
+)
+def test_every_areas_bad_setting_is_a_config_error_with_its_field_and_reason(
+    make_error: Callable[[Path], None], area_error: str, field: str, tmp_path: Path
+) -> None:
+    """One ``except ConfigError`` catches a bad setting of any area (the compile's was one already)."""
+    with pytest.raises(ConfigError) as caught:
+        make_error(tmp_path)
+    error = caught.value
+    assert type(error).__name__ == area_error
+    assert error.field == field and error.reason
+    assert str(error) == f"{field}: {error.reason}"
