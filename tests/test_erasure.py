@@ -7,8 +7,8 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -54,11 +54,53 @@ def _send(producer: RawProducer, user: str, n: int, tag: str) -> tuple[set[str],
     return requests, feedback
 
 
-def _wait(condition: Any, timeout: float = 60.0) -> None:
+def _wait(what: str, condition: Callable[[], bool], seen: Callable[[], str], timeout: float = 60.0) -> None:
+    """Wait until ``condition`` holds; on timeout, fail saying ``what`` was awaited and what was ``seen`` last."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
+        if time.monotonic() >= deadline:
+            try:
+                state = seen()
+            except Exception as exc:  # the log rewritten under the reader: say so rather than hide the timeout
+                state = f"(could not read the state: {exc!r})"
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{state}", pytrace=False)
         time.sleep(0.2)
+
+
+_STATS = ("consumed", "inference_events", "feedback_events", "signal_events", "joined", "orphans", "pending",
+          "dead_letters", "duplicates", "segments", "rows_written", "rebalances", "queued", "assigned_partitions",
+          "lag")  # fmt: skip
+
+
+def _seen(log_dir: Path, daemon: ConsumerDaemon | None = None, expected: dict[str, set[str]] | None = None) -> str:
+    """What the log (and the daemon) hold now, for a timed-out wait: counts per table, the request ids
+    of ``expected`` (table -> request ids) missing from it, the newest segments, erasure statuses and acks."""
+    lines = []
+    counts = {table: len(ids) for table, ids in log_ids(log_dir).items()}
+    lines.append(f"log rows: {counts}")
+    orphaned = _request_ids(log_dir, "orphans")
+    for table, wanted in (expected or {}).items():
+        missing = wanted - _request_ids(log_dir, table)
+        lines.append(f"{table}: {len(missing)} of {len(wanted)} expected request ids missing "
+                     f"({len(missing & orphaned)} of them orphaned): {sorted(missing)[:20]}")  # fmt: skip
+    if daemon is not None:
+        stats = daemon.stats.to_json()
+        lines.append("daemon: " + ", ".join(f"{key}={stats[key]}" for key in _STATS))
+    for partition in sorted(log_dir.glob("partition=*")):
+        names = sorted(p.name for p in partition.iterdir())
+        lines.append(f"{partition.name}: {len(names)} entries, last {names[-4:]}")
+    for status in read_statuses(log_dir):
+        lines.append(f"erasure status: {status['status']} {status['kind']}={status['value']} "
+                     f"rows_removed={status['rows_removed']} request_ids={len(status['request_ids'])}")  # fmt: skip
+    acks = sorted((log_dir / "erasures" / "consumers").glob("*.json"))
+    lines += [f"erasure ack {a.stem[:8]}: {a.read_text(encoding='utf-8')}" for a in acks]
+    return "\n".join(lines)
+
+
+def _request_ids(log_dir: Path, table: str) -> set[str]:
+    """The request ids of one log table's committed rows."""
+    files = table_files(log_dir, table)
+    return {r for f in files for r in pq.read_table(f, columns=["request_id"]).column(0).to_pylist()}
 
 
 def _all_parquet_request_ids(log_dir: Path) -> set[str]:
@@ -91,7 +133,9 @@ def test_erasing_a_user_while_the_consumer_runs(make_settings: MakeSettings, run
     thread.start()
     log_dir = Path(settings.log_dir)
     try:
-        _wait(lambda: len(log_ids(log_dir)["feedback"]) == 15 * len(USERS))
+        first = set().union(*(sent[user][0] for user in USERS))
+        _wait("the first feedback of every user in the log", lambda: len(log_ids(log_dir)["feedback"]) == len(first),
+              lambda: _seen(log_dir, daemon, {"feedback": first}))  # fmt: skip
         datasets = tmp_path / "datasets"
         compile_dataset(log_dir, datasets, CompileConfig.parse({"formats": ["trl"], "incremental": True}))
         env = {"PREFPAIR_ERASURE_TOPIC": erasure_topic}
@@ -116,9 +160,14 @@ def test_erasing_a_user_while_the_consumer_runs(make_settings: MakeSettings, run
         # Every message consumed (the erased user's late feedback too: joined or orphaned, then left
         # out), and the others' rows committed: a partition still behind cuts segments only every 5 s.
         sent_messages = 3 * 18 * len(USERS) + 1  # an inference, a feedback and a signal per request
-        _wait(lambda: daemon.stats.consumed >= sent_messages)
-        _wait(lambda: len(log_ids(log_dir)["inference"]) == 18 * (len(USERS) - 1))
-        _wait(lambda: len(log_ids(log_dir)["feedback"]) == 18 * (len(USERS) - 1))
+        others = set().union(*(sent[user][0] | late[user][0] for user in USERS if user != ERASED))
+        expected = {"inference": others, "feedback": others}
+        _wait(f"the daemon to consume all {sent_messages} messages sent",
+              lambda: daemon.stats.consumed >= sent_messages, lambda: _seen(log_dir, daemon, expected))  # fmt: skip
+        _wait("the other users' inference rows in the log", lambda: len(log_ids(log_dir)["inference"]) == len(others),
+              lambda: _seen(log_dir, daemon, expected))  # fmt: skip
+        _wait("the other users' feedback rows in the log", lambda: len(log_ids(log_dir)["feedback"]) == len(others),
+              lambda: _seen(log_dir, daemon, expected))  # fmt: skip
     finally:
         daemon.stop()
         thread.join()
@@ -277,7 +326,9 @@ def test_erased_feedback_still_waiting_is_tombstoned_and_resume_adds_up(make_set
     thread.start()
     log_dir = Path(settings.log_dir)
     try:
-        _wait(lambda: any(log_dir.rglob("pending.parquet")) and len(log_ids(log_dir)["inference"]) == 1)
+        _wait("r-seen's inference and the waiting feedback (pending.parquet) in the log",
+              lambda: any(log_dir.rglob("pending.parquet")) and len(log_ids(log_dir)["inference"]) == 1,
+              lambda: _seen(log_dir, daemon))  # fmt: skip
     finally:
         daemon.stop()
         thread.join()
