@@ -54,25 +54,55 @@ def _send(producer: RawProducer, user: str, n: int, tag: str) -> tuple[set[str],
     return requests, feedback
 
 
-def _wait(what: str, condition: Callable[[], bool], seen: Callable[[], str], timeout: float = 60.0) -> None:
-    """Wait until ``condition`` holds; on timeout, fail saying ``what`` was awaited and what was ``seen`` last."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            try:
-                state = seen()
-            except Exception as exc:  # the log rewritten under the reader: say so rather than hide the timeout
-                state = f"(could not read the state: {exc!r})"
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{state}", pytrace=False)
-        time.sleep(0.2)
-
-
-_STATS = ("consumed", "inference_events", "feedback_events", "signal_events", "joined", "orphans", "pending",
+_STATS = ("consumed", "inference_events", "feedback_events", "signal_events", "joined", "joined_hot", "joined_waited",
+          "joined_landed", "orphans", "pending",
           "dead_letters", "duplicates", "segments", "rows_written", "rebalances", "queued", "assigned_partitions",
           "lag")  # fmt: skip
 
 
-def _seen(log_dir: Path, daemon: ConsumerDaemon | None = None, expected: dict[str, set[str]] | None = None) -> str:
+class _Running:
+    """A daemon running on a thread of its own, and the error that stopped it if it stopped by itself."""
+
+    def __init__(self, daemon: ConsumerDaemon) -> None:
+        self.daemon = daemon
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="test-consumer-daemon")
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.daemon.run()
+        except BaseException as exc:  # kept for the test to report, not lost in a thread's stderr
+            self.error = exc
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self.thread.join()
+
+    def describe(self) -> str:
+        state = "running" if self.thread.is_alive() else f"stopped (error: {self.error!r})"
+        stats = self.daemon.stats.to_json()
+        return f"daemon {state}: " + ", ".join(f"{key}={stats[key]}" for key in _STATS)
+
+
+def _wait(what: str, condition: Callable[[], bool], seen: Callable[[], str], running: _Running | None = None,
+          timeout: float = 60.0) -> None:  # fmt: skip
+    """Wait until ``condition`` holds; fail saying ``what`` was awaited and what was ``seen`` last when it
+    does not within ``timeout``, or at once when the ``running`` daemon it waits on stopped by itself."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        stopped = running is not None and not running.thread.is_alive()
+        if stopped or time.monotonic() >= deadline:
+            try:
+                state = seen()
+            except Exception as exc:  # the log rewritten under the reader: say so rather than hide the timeout
+                state = f"(could not read the state: {exc!r})"
+            why = "the daemon stopped" if stopped else f"timed out after {timeout:.0f} s"
+            pytest.fail(f"{why} waiting for {what}\n{state}", pytrace=False)
+        time.sleep(0.2)
+
+
+def _seen(log_dir: Path, running: _Running | None = None, expected: dict[str, set[str]] | None = None) -> str:
     """What the log (and the daemon) hold now, for a timed-out wait: counts per table, the request ids
     of ``expected`` (table -> request ids) missing from it, the newest segments, erasure statuses and acks."""
     lines = []
@@ -83,9 +113,8 @@ def _seen(log_dir: Path, daemon: ConsumerDaemon | None = None, expected: dict[st
         missing = wanted - _request_ids(log_dir, table)
         lines.append(f"{table}: {len(missing)} of {len(wanted)} expected request ids missing "
                      f"({len(missing & orphaned)} of them orphaned): {sorted(missing)[:20]}")  # fmt: skip
-    if daemon is not None:
-        stats = daemon.stats.to_json()
-        lines.append("daemon: " + ", ".join(f"{key}={stats[key]}" for key in _STATS))
+    if running is not None:
+        lines.append(running.describe())
     for partition in sorted(log_dir.glob("partition=*")):
         names = sorted(p.name for p in partition.iterdir())
         lines.append(f"{partition.name}: {len(names)} entries, last {names[-4:]}")
@@ -128,14 +157,12 @@ def test_erasing_a_user_while_the_consumer_runs(make_settings: MakeSettings, run
     sent = {user: _send(producer, user, 15, "a") for user in USERS}
     producer.flush()
     config = ConsumerConfig(group_id="erase", grace_ms=1500, flush_interval_ms=100)
-    daemon = ConsumerDaemon(settings, config)
-    thread = threading.Thread(target=daemon.run)
-    thread.start()
+    running = _Running(ConsumerDaemon(settings, config))
     log_dir = Path(settings.log_dir)
     try:
         first = set().union(*(sent[user][0] for user in USERS))
         _wait("the first feedback of every user in the log", lambda: len(log_ids(log_dir)["feedback"]) == len(first),
-              lambda: _seen(log_dir, daemon, {"feedback": first}))  # fmt: skip
+              lambda: _seen(log_dir, running, {"feedback": first}), running)  # fmt: skip
         datasets = tmp_path / "datasets"
         compile_dataset(log_dir, datasets, CompileConfig.parse({"formats": ["trl"], "incremental": True}))
         env = {"PREFPAIR_ERASURE_TOPIC": erasure_topic}
@@ -163,14 +190,15 @@ def test_erasing_a_user_while_the_consumer_runs(make_settings: MakeSettings, run
         others = set().union(*(sent[user][0] | late[user][0] for user in USERS if user != ERASED))
         expected = {"inference": others, "feedback": others}
         _wait(f"the daemon to consume all {sent_messages} messages sent",
-              lambda: daemon.stats.consumed >= sent_messages, lambda: _seen(log_dir, daemon, expected))  # fmt: skip
+              lambda: running.daemon.stats.consumed >= sent_messages, lambda: _seen(log_dir, running, expected),
+              running)  # fmt: skip
         _wait("the other users' inference rows in the log", lambda: len(log_ids(log_dir)["inference"]) == len(others),
-              lambda: _seen(log_dir, daemon, expected))  # fmt: skip
+              lambda: _seen(log_dir, running, expected), running)  # fmt: skip
         _wait("the other users' feedback rows in the log", lambda: len(log_ids(log_dir)["feedback"]) == len(others),
-              lambda: _seen(log_dir, daemon, expected))  # fmt: skip
+              lambda: _seen(log_dir, running, expected), running)  # fmt: skip
     finally:
-        daemon.stop()
-        thread.join()
+        running.stop()
+    assert running.error is None, f"the daemon failed: {running.error!r}"
 
     erased_ids = sent[ERASED][0] | late[ERASED][0]
     everywhere = _all_parquet_request_ids(log_dir)
@@ -321,17 +349,15 @@ def test_erased_feedback_still_waiting_is_tombstoned_and_resume_adds_up(make_set
     producer.feedback(pairwise("r-kept"))
     producer.flush()
     config = ConsumerConfig(group_id="pending", grace_ms=600_000, flush_interval_ms=100)
-    daemon = ConsumerDaemon(settings, config)
-    thread = threading.Thread(target=daemon.run)
-    thread.start()
+    running = _Running(ConsumerDaemon(settings, config))
     log_dir = Path(settings.log_dir)
     try:
         _wait("r-seen's inference and the waiting feedback (pending.parquet) in the log",
               lambda: any(log_dir.rglob("pending.parquet")) and len(log_ids(log_dir)["inference"]) == 1,
-              lambda: _seen(log_dir, daemon))  # fmt: skip
+              lambda: _seen(log_dir, running), running)  # fmt: skip
     finally:
-        daemon.stop()
-        thread.join()
+        running.stop()
+    assert running.error is None, f"the daemon failed: {running.error!r}"
     assert _all_parquet_request_ids(log_dir) >= {"r-erased", "r-kept"}
 
     request = erasure_request("request", "r-erased", "test")
