@@ -23,6 +23,7 @@ from prefpair.compile import CompileConfig, compile_dataset
 from prefpair.consumers import ConsumerConfig, ConsumerDaemon
 from prefpair.consumers.erasure import erase_from_log, read_statuses, write_status
 from prefpair.consumers.retention import apply_retention
+from prefpair.consumers.segments import PENDING, segments_with_files
 from prefpair.erasures import ErasureError, erasure_request, publish_erasure, read_erasures
 from prefpair.producers import request_erasure
 from prefpair.schemas.log import SegmentName, committed_files, table_files
@@ -129,6 +130,12 @@ def _seen(log_dir: Path, running: _Running | None = None, expected: dict[str, se
 def _request_ids(log_dir: Path, table: str) -> set[str]:
     """The request ids of one log table's committed rows."""
     files = table_files(log_dir, table)
+    return {r for f in files for r in pq.read_table(f, columns=["request_id"]).column(0).to_pylist()}
+
+
+def _waiting_ids(log_dir: Path) -> set[str]:
+    """Request ids of the feedback waiting in the committed segments' ``pending.parquet`` (consumer state)."""
+    files = [s.file(f"{PENDING}.parquet") for s in segments_with_files(log_dir) if s.has(f"{PENDING}.parquet")]
     return {r for f in files for r in pq.read_table(f, columns=["request_id"]).column(0).to_pylist()}
 
 
@@ -352,9 +359,12 @@ def test_erased_feedback_still_waiting_is_tombstoned_and_resume_adds_up(make_set
     running = _Running(ConsumerDaemon(settings, config))
     log_dir = Path(settings.log_dir)
     try:
-        _wait("r-seen's inference and the waiting feedback (pending.parquet) in the log",
-              lambda: any(log_dir.rglob("pending.parquet")) and len(log_ids(log_dir)["inference"]) == 1,
-              lambda: _seen(log_dir, running), running)  # fmt: skip
+        # committed segments only: a glob of the log would also walk the writer's temporary folders,
+        # and fails (FileNotFoundError) when one is renamed into place between listing and reading it
+        _wait("r-seen's inference and both waiting feedback events (pending.parquet) committed",
+              lambda: _waiting_ids(log_dir) == {"r-erased", "r-kept"} and len(log_ids(log_dir)["inference"]) == 1,
+              lambda: _seen(log_dir, running) + f"\nwaiting in committed segments: {_waiting_ids(log_dir)}",
+              running)  # fmt: skip
     finally:
         running.stop()
     assert running.error is None, f"the daemon failed: {running.error!r}"
