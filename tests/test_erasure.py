@@ -24,7 +24,15 @@ from prefpair.consumers import ConsumerConfig, ConsumerDaemon
 from prefpair.consumers.erasure import erase_from_log, read_statuses, write_status
 from prefpair.consumers.retention import apply_retention
 from prefpair.consumers.segments import PENDING, segments_with_files
-from prefpair.erasures import ErasureError, erasure_request, publish_erasure, read_erasures
+from prefpair.erasures import (
+    ErasureError,
+    ErasureReader,
+    ensure_erasure_topic,
+    erasure_request,
+    publish_erasure,
+    read_erasures,
+)
+from prefpair.kafka import client_config, create_admin
 from prefpair.producers import request_erasure
 from prefpair.schemas.log import SegmentName, committed_files, table_files
 from prefpair.service.reads import LogReader
@@ -386,3 +394,22 @@ def test_erased_feedback_still_waiting_is_tombstoned_and_resume_adds_up(make_set
     assert "r-erased" not in _all_parquet_request_ids(log_dir)
     assert sorted(log_ids(log_dir)["inference"]) == sorted(set(log_ids(log_dir)["inference"]))
     assert len(log_ids(log_dir)["inference"]) == 2  # r-seen and r-kept
+
+
+def test_a_reader_waits_for_an_erasure_topic_its_client_does_not_know_yet(make_settings: MakeSettings) -> None:
+    """A consumer's first start creates the erasure topic and reads it at once; the broker may not list it
+    yet (CI: "Failed to get watermark offsets: Local: Unknown partition", the daemon did not start)."""
+    settings = make_settings(partitions=1, erasure_topic=f"test.{uuid.uuid4().hex[:12]}.erasures")
+    topic = settings.erasure_topic
+    reader = ErasureReader(settings)  # creates the topic; its client has not asked about it yet
+    admin = create_admin(client_config(settings))
+    admin.delete_topics([topic])[topic].result()
+    _wait(f"{topic} deleted", lambda: topic not in admin.list_topics(timeout=10).topics, lambda: "still listed")
+    back = threading.Timer(1.0, ensure_erasure_topic, (settings,))  # it comes back while the reader asks
+    back.start()
+    try:
+        assert reader.read(0) == ([], 0)  # asked while unknown, answered once the topic is there
+    finally:
+        back.join()
+        reader.close()
+        admin.delete_topics([topic])
