@@ -54,6 +54,7 @@ class AlignedPartition:
         self.max_idle_ms = max_idle_ms
         self.sides = (Side(), Side())
         self._waiting_since: float | None = None
+        self._idle_from: float | None = None
         self.enforced = 0
         """How often a record went ahead without knowing the other topic's next timestamp."""
 
@@ -85,7 +86,9 @@ class AlignedPartition:
             side = INFERENCE if first[0][0] <= second[0][0] else FEEDBACK
         elif first or second:
             side = INFERENCE if first else FEEDBACK
-            if not self.sides[1 - side].at_end:
+            if self.sides[1 - side].at_end:
+                self._waiting_since = None  # nothing to wait for: the next wait starts afresh
+            else:
                 if self._waiting_since is None:
                     self._waiting_since = now_s
                 if (now_s - self._waiting_since) * 1000 < self.max_idle_ms:
@@ -96,7 +99,21 @@ class AlignedPartition:
         chosen = self.sides[side]
         timestamp, size, msg = chosen.queue.popleft()
         chosen.queued_bytes -= size
+        self._idle_from = None
         return side, timestamp, size, msg
+
+    def idle_since(self, now_s: float) -> float | None:
+        """Since when the partition is idle (see :attr:`idle`) with no record handled since, or None.
+
+        A record handled restarts the clock, even when it came with its partition's end in one fetch
+        and the partition never looked busy: idle time lets waiting feedback expire by the wall clock,
+        and counted from an earlier idle spell it would orphan feedback the moment it arrives.
+        """
+        if not self.idle:
+            self._idle_from = None
+        elif self._idle_from is None:
+            self._idle_from = now_s
+        return self._idle_from
 
     @property
     def idle(self) -> bool:

@@ -282,8 +282,8 @@ class ConsumerDaemon:
             while (item := aligned.pop(now)) is not None:
                 self._handle(join, *item)
             self._balance(partition, aligned)
-            if aligned.idle:
-                self._idle_since.setdefault(partition, now)
+            if (since := aligned.idle_since(now)) is not None:
+                self._idle_since[partition] = since
             else:
                 self._idle_since.pop(partition, None)
 

@@ -113,6 +113,11 @@ def read_erasures(settings: Settings, start: int = 0, timeout: float = 30.0) -> 
         reader.close()
 
 
+_NOT_YET_KNOWN = frozenset({KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART,
+                            KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION})  # fmt: skip
+"""Errors of a topic the client does not know yet (just created), not of a broker that is away."""
+
+
 class ErasureReader:
     """One open consumer of the erasure topic (no group), for reading it again and again cheaply."""
 
@@ -125,7 +130,7 @@ class ErasureReader:
 
     def read(self, start: int, timeout: float = 30.0) -> tuple[list[ErasureRequest], int]:
         """The requests from offset ``start`` to the topic's end now, and the offset after them."""
-        _, end = self._consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=timeout)
+        end = self._end(timeout)
         requests: list[ErasureRequest] = []
         if end <= start:
             return requests, max(start, end)
@@ -146,6 +151,25 @@ class ErasureReader:
                 continue  # not ours to act on: a malformed event erases nothing
         self._position = position
         return requests, position
+
+    def _end(self, timeout: float) -> int:
+        """The topic's end offset, once this client knows the topic.
+
+        A topic created a moment ago (on first use, by :func:`ensure_erasure_topic`) exists on the
+        controller before the broker's metadata lists it: asked then, librdkafka answers "unknown
+        partition" at once. That is asked again until ``timeout``, so a consumer's first start does
+        not fail on it (it did, now and then, under load).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                remaining = max(deadline - time.monotonic(), 0.1)
+                _, end = self._consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=remaining)
+                return int(end)
+            except KafkaException as exc:
+                if exc.args[0].code() not in _NOT_YET_KNOWN or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.2)
 
     def close(self) -> None:
         self._consumer.close()

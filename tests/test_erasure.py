@@ -7,8 +7,8 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,7 +23,16 @@ from prefpair.compile import CompileConfig, compile_dataset
 from prefpair.consumers import ConsumerConfig, ConsumerDaemon
 from prefpair.consumers.erasure import erase_from_log, read_statuses, write_status
 from prefpair.consumers.retention import apply_retention
-from prefpair.erasures import ErasureError, erasure_request, publish_erasure, read_erasures
+from prefpair.consumers.segments import PENDING, segments_with_files
+from prefpair.erasures import (
+    ErasureError,
+    ErasureReader,
+    ensure_erasure_topic,
+    erasure_request,
+    publish_erasure,
+    read_erasures,
+)
+from prefpair.kafka import client_config, create_admin
 from prefpair.producers import request_erasure
 from prefpair.schemas.log import SegmentName, committed_files, table_files
 from prefpair.service.reads import LogReader
@@ -54,11 +63,88 @@ def _send(producer: RawProducer, user: str, n: int, tag: str) -> tuple[set[str],
     return requests, feedback
 
 
-def _wait(condition: Any, timeout: float = 60.0) -> None:
+_STATS = ("consumed", "inference_events", "feedback_events", "signal_events", "joined", "joined_hot", "joined_waited",
+          "joined_landed", "orphans", "pending",
+          "dead_letters", "duplicates", "segments", "rows_written", "rebalances", "queued", "assigned_partitions",
+          "lag")  # fmt: skip
+
+
+class _Running:
+    """A daemon running on a thread of its own, and the error that stopped it if it stopped by itself."""
+
+    def __init__(self, daemon: ConsumerDaemon) -> None:
+        self.daemon = daemon
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="test-consumer-daemon")
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.daemon.run()
+        except BaseException as exc:  # kept for the test to report, not lost in a thread's stderr
+            self.error = exc
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self.thread.join()
+
+    def describe(self) -> str:
+        state = "running" if self.thread.is_alive() else f"stopped (error: {self.error!r})"
+        stats = self.daemon.stats.to_json()
+        return f"daemon {state}: " + ", ".join(f"{key}={stats[key]}" for key in _STATS)
+
+
+def _wait(what: str, condition: Callable[[], bool], seen: Callable[[], str], running: _Running | None = None,
+          timeout: float = 60.0) -> None:  # fmt: skip
+    """Wait until ``condition`` holds; fail saying ``what`` was awaited and what was ``seen`` last when it
+    does not within ``timeout``, or at once when the ``running`` daemon it waits on stopped by itself."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
+        stopped = running is not None and not running.thread.is_alive()
+        if stopped or time.monotonic() >= deadline:
+            try:
+                state = seen()
+            except Exception as exc:  # the log rewritten under the reader: say so rather than hide the timeout
+                state = f"(could not read the state: {exc!r})"
+            why = "the daemon stopped" if stopped else f"timed out after {timeout:.0f} s"
+            pytest.fail(f"{why} waiting for {what}\n{state}", pytrace=False)
         time.sleep(0.2)
+
+
+def _seen(log_dir: Path, running: _Running | None = None, expected: dict[str, set[str]] | None = None) -> str:
+    """What the log (and the daemon) hold now, for a timed-out wait: counts per table, the request ids
+    of ``expected`` (table -> request ids) missing from it, the newest segments, erasure statuses and acks."""
+    lines = []
+    counts = {table: len(ids) for table, ids in log_ids(log_dir).items()}
+    lines.append(f"log rows: {counts}")
+    orphaned = _request_ids(log_dir, "orphans")
+    for table, wanted in (expected or {}).items():
+        missing = wanted - _request_ids(log_dir, table)
+        lines.append(f"{table}: {len(missing)} of {len(wanted)} expected request ids missing "
+                     f"({len(missing & orphaned)} of them orphaned): {sorted(missing)[:20]}")  # fmt: skip
+    if running is not None:
+        lines.append(running.describe())
+    for partition in sorted(log_dir.glob("partition=*")):
+        names = sorted(p.name for p in partition.iterdir())
+        lines.append(f"{partition.name}: {len(names)} entries, last {names[-4:]}")
+    for status in read_statuses(log_dir):
+        lines.append(f"erasure status: {status['status']} {status['kind']}={status['value']} "
+                     f"rows_removed={status['rows_removed']} request_ids={len(status['request_ids'])}")  # fmt: skip
+    acks = sorted((log_dir / "erasures" / "consumers").glob("*.json"))
+    lines += [f"erasure ack {a.stem[:8]}: {a.read_text(encoding='utf-8')}" for a in acks]
+    return "\n".join(lines)
+
+
+def _request_ids(log_dir: Path, table: str) -> set[str]:
+    """The request ids of one log table's committed rows."""
+    files = table_files(log_dir, table)
+    return {r for f in files for r in pq.read_table(f, columns=["request_id"]).column(0).to_pylist()}
+
+
+def _waiting_ids(log_dir: Path) -> set[str]:
+    """Request ids of the feedback waiting in the committed segments' ``pending.parquet`` (consumer state)."""
+    files = [s.file(f"{PENDING}.parquet") for s in segments_with_files(log_dir) if s.has(f"{PENDING}.parquet")]
+    return {r for f in files for r in pq.read_table(f, columns=["request_id"]).column(0).to_pylist()}
 
 
 def _all_parquet_request_ids(log_dir: Path) -> set[str]:
@@ -86,12 +172,12 @@ def test_erasing_a_user_while_the_consumer_runs(make_settings: MakeSettings, run
     sent = {user: _send(producer, user, 15, "a") for user in USERS}
     producer.flush()
     config = ConsumerConfig(group_id="erase", grace_ms=1500, flush_interval_ms=100)
-    daemon = ConsumerDaemon(settings, config)
-    thread = threading.Thread(target=daemon.run)
-    thread.start()
+    running = _Running(ConsumerDaemon(settings, config))
     log_dir = Path(settings.log_dir)
     try:
-        _wait(lambda: len(log_ids(log_dir)["feedback"]) == 15 * len(USERS))
+        first = set().union(*(sent[user][0] for user in USERS))
+        _wait("the first feedback of every user in the log", lambda: len(log_ids(log_dir)["feedback"]) == len(first),
+              lambda: _seen(log_dir, running, {"feedback": first}), running)  # fmt: skip
         datasets = tmp_path / "datasets"
         compile_dataset(log_dir, datasets, CompileConfig.parse({"formats": ["trl"], "incremental": True}))
         env = {"PREFPAIR_ERASURE_TOPIC": erasure_topic}
@@ -116,12 +202,18 @@ def test_erasing_a_user_while_the_consumer_runs(make_settings: MakeSettings, run
         # Every message consumed (the erased user's late feedback too: joined or orphaned, then left
         # out), and the others' rows committed: a partition still behind cuts segments only every 5 s.
         sent_messages = 3 * 18 * len(USERS) + 1  # an inference, a feedback and a signal per request
-        _wait(lambda: daemon.stats.consumed >= sent_messages)
-        _wait(lambda: len(log_ids(log_dir)["inference"]) == 18 * (len(USERS) - 1))
-        _wait(lambda: len(log_ids(log_dir)["feedback"]) == 18 * (len(USERS) - 1))
+        others = set().union(*(sent[user][0] | late[user][0] for user in USERS if user != ERASED))
+        expected = {"inference": others, "feedback": others}
+        _wait(f"the daemon to consume all {sent_messages} messages sent",
+              lambda: running.daemon.stats.consumed >= sent_messages, lambda: _seen(log_dir, running, expected),
+              running)  # fmt: skip
+        _wait("the other users' inference rows in the log", lambda: len(log_ids(log_dir)["inference"]) == len(others),
+              lambda: _seen(log_dir, running, expected), running)  # fmt: skip
+        _wait("the other users' feedback rows in the log", lambda: len(log_ids(log_dir)["feedback"]) == len(others),
+              lambda: _seen(log_dir, running, expected), running)  # fmt: skip
     finally:
-        daemon.stop()
-        thread.join()
+        running.stop()
+    assert running.error is None, f"the daemon failed: {running.error!r}"
 
     erased_ids = sent[ERASED][0] | late[ERASED][0]
     everywhere = _all_parquet_request_ids(log_dir)
@@ -272,15 +364,18 @@ def test_erased_feedback_still_waiting_is_tombstoned_and_resume_adds_up(make_set
     producer.feedback(pairwise("r-kept"))
     producer.flush()
     config = ConsumerConfig(group_id="pending", grace_ms=600_000, flush_interval_ms=100)
-    daemon = ConsumerDaemon(settings, config)
-    thread = threading.Thread(target=daemon.run)
-    thread.start()
+    running = _Running(ConsumerDaemon(settings, config))
     log_dir = Path(settings.log_dir)
     try:
-        _wait(lambda: any(log_dir.rglob("pending.parquet")) and len(log_ids(log_dir)["inference"]) == 1)
+        # committed segments only: a glob of the log would also walk the writer's temporary folders,
+        # and fails (FileNotFoundError) when one is renamed into place between listing and reading it
+        _wait("r-seen's inference and both waiting feedback events (pending.parquet) committed",
+              lambda: _waiting_ids(log_dir) == {"r-erased", "r-kept"} and len(log_ids(log_dir)["inference"]) == 1,
+              lambda: _seen(log_dir, running) + f"\nwaiting in committed segments: {_waiting_ids(log_dir)}",
+              running)  # fmt: skip
     finally:
-        daemon.stop()
-        thread.join()
+        running.stop()
+    assert running.error is None, f"the daemon failed: {running.error!r}"
     assert _all_parquet_request_ids(log_dir) >= {"r-erased", "r-kept"}
 
     request = erasure_request("request", "r-erased", "test")
@@ -299,3 +394,22 @@ def test_erased_feedback_still_waiting_is_tombstoned_and_resume_adds_up(make_set
     assert "r-erased" not in _all_parquet_request_ids(log_dir)
     assert sorted(log_ids(log_dir)["inference"]) == sorted(set(log_ids(log_dir)["inference"]))
     assert len(log_ids(log_dir)["inference"]) == 2  # r-seen and r-kept
+
+
+def test_a_reader_waits_for_an_erasure_topic_its_client_does_not_know_yet(make_settings: MakeSettings) -> None:
+    """A consumer's first start creates the erasure topic and reads it at once; the broker may not list it
+    yet (CI: "Failed to get watermark offsets: Local: Unknown partition", the daemon did not start)."""
+    settings = make_settings(partitions=1, erasure_topic=f"test.{uuid.uuid4().hex[:12]}.erasures")
+    topic = settings.erasure_topic
+    reader = ErasureReader(settings)  # creates the topic; its client has not asked about it yet
+    admin = create_admin(client_config(settings))
+    admin.delete_topics([topic])[topic].result()
+    _wait(f"{topic} deleted", lambda: topic not in admin.list_topics(timeout=10).topics, lambda: "still listed")
+    back = threading.Timer(1.0, ensure_erasure_topic, (settings,))  # it comes back while the reader asks
+    back.start()
+    try:
+        assert reader.read(0) == ([], 0)  # asked while unknown, answered once the topic is there
+    finally:
+        back.join()
+        reader.close()
+        admin.delete_topics([topic])
