@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prefpair.config import Settings
 from prefpair.errors import PrefpairError
-from prefpair.kafka import client_config, create_admin, create_consumer, create_producer
+from prefpair.kafka import client_config, create_admin, create_consumer, create_producer, resolve_bootstrap
+from prefpair.topics import TopicError, wait_for_leaders
 
 ErasureKind = Literal["user", "request", "session"]
 KIND_FIELDS: dict[str, str] = {"user": "user_id", "request": "request_id", "session": "session_id"}
@@ -67,19 +68,24 @@ def erasure_request(kind: str, value: str, requested_by: str) -> ErasureRequest:
 
 
 def ensure_erasure_topic(settings: Settings, timeout: float = 30.0) -> None:
-    """Create the erasure topic (one partition, retention -1: the audit trail) unless it exists."""
+    """Create the erasure topic (one partition, retention -1: the audit trail) unless it exists, and
+    return once its partition has a leader (as :func:`~prefpair.topics.create_topics` does), so the
+    first read or write after a creation finds it."""
     admin = create_admin(client_config(settings))
     topic = settings.erasure_topic
-    if topic in admin.list_topics(timeout=timeout).topics:
-        return
-    new = NewTopic(topic, num_partitions=1, replication_factor=settings.replication_factor,
-                   config={"retention.ms": "-1"})  # fmt: skip
-    for future in admin.create_topics([new], operation_timeout=timeout, request_timeout=timeout).values():
-        try:
-            future.result()
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise ErasureError("erasure_topic", f"cannot create {topic}: {exc.args[0].str()}") from None
+    if topic not in admin.list_topics(timeout=timeout).topics:
+        new = NewTopic(topic, num_partitions=1, replication_factor=settings.replication_factor,
+                       config={"retention.ms": "-1"})  # fmt: skip
+        for future in admin.create_topics([new], operation_timeout=timeout, request_timeout=timeout).values():
+            try:
+                future.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise ErasureError("erasure_topic", f"cannot create {topic}: {exc.args[0].str()}") from None
+    try:
+        wait_for_leaders(admin, resolve_bootstrap(settings), (topic,), timeout)
+    except TopicError as exc:
+        raise ErasureError("erasure_topic", str(exc)) from None
 
 
 def publish_erasure(settings: Settings, request: ErasureRequest, timeout: float = 30.0) -> int:
@@ -155,10 +161,11 @@ class ErasureReader:
     def _end(self, timeout: float) -> int:
         """The topic's end offset, once this client knows the topic.
 
-        A topic created a moment ago (on first use, by :func:`ensure_erasure_topic`) exists on the
-        controller before the broker's metadata lists it: asked then, librdkafka answers "unknown
-        partition" at once. That is asked again until ``timeout``, so a consumer's first start does
-        not fail on it (it did, now and then, under load).
+        :func:`ensure_erasure_topic` returns once the topic has a leader, but a topic another
+        process created a moment ago (or recreated) can still be missing from this client's
+        metadata: asked then, librdkafka answers "unknown partition" at once. That is asked again
+        until ``timeout``, so a consumer's first start does not fail on it (it did, now and then,
+        under load).
         """
         deadline = time.monotonic() + timeout
         while True:

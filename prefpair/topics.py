@@ -108,7 +108,7 @@ def create_topics(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT) -> To
     missing = [name for name in names if name not in existing]
     created = _create(admin, settings, {name: (counts[name], configs[name]) for name in missing}, timeout)
 
-    final = _wait_for_leaders(admin, bootstrap, names, timeout)
+    final = wait_for_leaders(admin, bootstrap, names, timeout)
     _check_co_partitioned(final, inference, feedback)  # a concurrent creator may have raced us
     for name in created:
         log.info("created topic %s with %d partitions", name, final[name])
@@ -213,7 +213,7 @@ def _topic_error(name: str, error: KafkaError, settings: Settings) -> PrefpairEr
     return TopicError(f"cannot create topic {name}: {reason}")
 
 
-def _wait_for_leaders(
+def wait_for_leaders(
     admin: AdminClient, bootstrap: str, names: tuple[str, ...], timeout: float
 ) -> dict[str, int]:
     """Partition counts once every partition of ``names`` has a leader, so producers can write at once."""
