@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, Message, Producer
 from fastavro import schemaless_writer
@@ -250,23 +250,28 @@ def settled() -> None:
     time.sleep(1.0)
 
 
-def best_daemon_run(settings: Settings, group: str) -> tuple[float, list[dict[str, Any]]]:
-    """The fastest of ROUNDS runs of one daemon over the same topics (a new group and log each time)."""
+Measured = TypeVar("Measured")
+
+
+def best_of(run: Callable[[int], Measured], rate: Callable[[Measured], float]) -> Measured:
+    """The run with the highest ``rate`` of ROUNDS runs (``run`` gets the round's number), each
+    after :func:`settled`."""
     runs = []
     for round_ in range(ROUNDS):
         settled()
-        fresh = settings.model_copy(update={"home": settings.home / f"round-{round_}"})
-        runs.append(run_daemons(fresh, 1, f"{group}-{round_}"))
-    return max(runs, key=lambda run: run[0])
+        runs.append(run(round_))
+    return max(runs, key=rate)
+
+
+def best_daemon_run(settings: Settings, group: str) -> tuple[float, list[dict[str, Any]]]:
+    """The fastest of ROUNDS runs of one daemon over the same topics (a new group and log each time)."""
+    return best_of(lambda round_: run_daemons(settings.model_copy(update={"home": settings.home / f"round-{round_}"}),
+                                              1, f"{group}-{round_}"), lambda run: run[0])  # fmt: skip
 
 
 def best_rate(measure: Callable[[], float]) -> float:
     """The best of ROUNDS runs of a baseline."""
-    rates = []
-    for _ in range(ROUNDS):
-        settled()
-        rates.append(measure())
-    return max(rates)
+    return best_of(lambda _: measure(), float)
 
 
 def bench_consumer(results: Results, bootstrap: str, home: Path, requests: int) -> None:
